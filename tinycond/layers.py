@@ -1,0 +1,190 @@
+r"""Linear, two-layer MLP, layer normalisation and embedding as forward/backward pairs.
+
+``linear_forward`` and ``mlp_forward`` accept either one weight matrix or a
+stack of E weight matrices, one per expert. With a stack, ``x`` of shape
+``(N, d_in)`` is shared by every expert (the dense mixture) and ``x`` of
+shape ``(E, n, d_in)`` gives each expert its own rows; NumPy's batched
+``matmul`` runs all experts without a Python loop.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from tinycond.functional import get_activation
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, to get ``shape``."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad
+
+
+# Linear map
+
+
+class LinearCache(NamedTuple):
+    x: np.ndarray
+    W: np.ndarray
+
+
+def linear_forward(x, W, b):
+    r"""Compute :math:`y = x W + b`.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., d_in), or (E, n, d_in) with a stacked ``W``
+    W : ndarray of shape (d_in, d_out), or (E, d_in, d_out) for E experts
+    b : ndarray of shape (d_out,), or (E, d_out)
+
+    Returns
+    -------
+    y : ndarray of shape (..., d_out), or (E, n, d_out) with a stacked ``W``
+    cache : LinearCache
+    """
+    if W.ndim == 3:
+        return x @ W + b[:, None, :], LinearCache(x, W)  # (E, n, d_out)
+    return x @ W + b, LinearCache(x, W)
+
+
+def linear_backward(dy, cache: LinearCache):
+    r"""Return ``(dx, dW, db)``: :math:`dx = dy\,W^\top`, :math:`dW = x^\top dy`, :math:`db = \sum dy`."""
+    x, W = cache
+    if W.ndim == 3:
+        dx = unbroadcast(dy @ W.transpose(0, 2, 1), x.shape)
+        dW = np.swapaxes(x, -1, -2) @ dy  # (E, d_in, d_out), broadcast over a shared x
+        db = dy.sum(axis=1)  # (E, d_out)
+        return dx, dW, db
+    d_in, d_out = W.shape
+    dx = dy @ W.T
+    x2 = x.reshape(-1, d_in)
+    dy2 = dy.reshape(-1, d_out)
+    return dx, x2.T @ dy2, dy2.sum(axis=0)
+
+
+# Two-layer MLP: the expert
+
+
+class MlpCache(NamedTuple):
+    first: LinearCache
+    activation: object
+    second: LinearCache
+    name: str
+
+
+def mlp_forward(x, W1, b1, W2, b2, *, activation="relu"):
+    r"""Compute the two-layer perceptron :math:`y = f(x W_1 + b_1) W_2 + b_2`.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., d_in), or (E, n, d_in)
+    W1 : ndarray of shape (d_in, d_hidden), or (E, d_in, d_hidden)
+    b1 : ndarray of shape (d_hidden,), or (E, d_hidden)
+    W2 : ndarray of shape (d_hidden, d_out), or (E, d_hidden, d_out)
+    b2 : ndarray of shape (d_out,), or (E, d_out)
+    activation : {"relu", "gelu", "sigmoid"}
+
+    Returns
+    -------
+    y : ndarray of shape (..., d_out), or (E, n, d_out) for stacked weights
+    cache : MlpCache
+    """
+    act_forward, _ = get_activation(activation)
+    a, first = linear_forward(x, W1, b1)
+    h, act_cache = act_forward(a)
+    y, second = linear_forward(h, W2, b2)
+    return y, MlpCache(first, act_cache, second, activation)
+
+
+def mlp_backward(dy, cache: MlpCache):
+    """Return ``(dx, dW1, db1, dW2, db2)``, the forward steps in reverse."""
+    _, act_backward = get_activation(cache.name)
+    dh, dW2, db2 = linear_backward(dy, cache.second)
+    da = act_backward(dh, cache.activation)
+    dx, dW1, db1 = linear_backward(da, cache.first)
+    return dx, dW1, db1, dW2, db2
+
+
+# Layer normalisation
+
+
+class LayerNormCache(NamedTuple):
+    x_hat: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray
+
+
+def layer_norm_forward(x, gamma, beta, *, eps=1e-5):
+    r"""Normalise each row of ``x`` over its last axis, then scale and shift.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., d)
+    gamma, beta : ndarray of shape (d,)
+    eps : float
+        Added to the variance before the square root.
+
+    Notes
+    -----
+    .. math:: \hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}, \qquad y = \gamma \hat x + \beta
+
+    with :math:`\mu` and the population variance :math:`\sigma^2` over the last axis.
+
+    References
+    ----------
+    Ba, Kiros and Hinton (2016). Layer Normalization.
+    """
+    mu = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    return gamma * x_hat + beta, LayerNormCache(x_hat, inv_std, gamma)
+
+
+def layer_norm_backward(dy, cache: LayerNormCache):
+    r"""Return ``(dx, dgamma, dbeta)``.
+
+    Notes
+    -----
+    With :math:`g = dy \cdot \gamma` and d features,
+    :math:`dx = \frac{1}{\sigma}\bigl(g - \overline{g} - \hat x\, \overline{g \hat x}\bigr)`,
+    where the bars are means over the last axis.
+    """
+    x_hat, inv_std, gamma = cache
+    d = x_hat.shape[-1]
+    dgamma = (dy * x_hat).reshape(-1, d).sum(axis=0)
+    dbeta = dy.reshape(-1, d).sum(axis=0)
+    g = dy * gamma
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
+
+
+# Embedding lookup
+
+
+class EmbeddingCache(NamedTuple):
+    ids: np.ndarray
+    n_rows: int
+
+
+def embedding_forward(ids, W):
+    """Look up rows of ``W``: ``ids`` of shape (...) gives ``W[ids]`` of shape (..., d)."""
+    return W[ids], EmbeddingCache(ids, W.shape[0])
+
+
+def embedding_backward(dy, cache: EmbeddingCache):
+    """Return ``dW``: each id's row adds the upstream gradients of every position that used it.
+
+    ``np.add.at`` accumulates repeated ids, where ``dW[ids] += dy`` would keep
+    only the last one.
+    """
+    d = dy.shape[-1]
+    dW = np.zeros((cache.n_rows, d), dtype=dy.dtype)
+    np.add.at(dW, cache.ids.reshape(-1), dy.reshape(-1, d))
+    return dW
