@@ -230,6 +230,9 @@ class MLP(Module):
 
     def __init__(self, d_in, d_hidden, d_out, *, activation="relu", rng, dtype=np.float64):
         super().__init__()
+        for name, value in (("d_in", d_in), ("d_hidden", d_hidden), ("d_out", d_out)):
+            check_positive_int(value, name)
+        check_choice(activation, "activation", tuple(F.ACTIVATIONS))
         rng = as_generator(rng)
         gain = np.sqrt(2.0) if activation == "relu" else 1.0
         self.fc1 = Linear(d_in, d_hidden, rng=rng, init_scale=gain, dtype=dtype)
