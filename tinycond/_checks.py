@@ -1,8 +1,8 @@
 """Argument validation shared by every module.
 
 Each helper raises ``ValueError`` or ``TypeError`` with a message that names
-the argument, the value received and what is expected, so a learner sees the
-cause at the call that went wrong instead of a shape error deep inside NumPy.
+the argument, the value received and what is expected, so the error points at
+the call that went wrong instead of a shape error deep inside NumPy.
 """
 
 from __future__ import annotations

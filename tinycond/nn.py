@@ -1,6 +1,6 @@
 """Module base class, basic layers and losses.
 
-A learner who knows PyTorch will recognise the shape of the API, with the
+A learner familiar with PyTorch will recognise the shape of the API, with the
 difference that backward is written by hand:
 
 * ``forward(x)`` returns the output and keeps on the module what backward needs.

@@ -8,7 +8,7 @@ from tinycond._checks import check_positive_float
 
 
 class Optimizer:
-    """Base class: holds the module and the learning rate."""
+    """Base class that stores the module and the learning rate."""
 
     def __init__(self, module, lr):
         self.module = module

@@ -1,4 +1,4 @@
-"""Where figures go, and the shared figure helpers.
+"""Figure output folder and the shared figure helpers.
 
 Figures land in the ``figures/`` folder at the top of the repository. The
 environment variable ``TINYCOND_FIGURES`` overrides the folder, which the
