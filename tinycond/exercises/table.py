@@ -60,6 +60,62 @@ EXERCISES = (
     Exercise("ex1_6", "MLP and embedding backward", 1, ("tinycond.layers:mlp_backward", "tinycond.layers:embedding_backward"), 2, ("ex1_2", "ex1_3")),
     Exercise("ex2_1", "dense mixture forward", 2, ("tinycond.moe.dense:dense_moe_forward",), 2, ("ex1_6",)),
     Exercise("ex2_2", "dense mixture backward", 2, ("tinycond.moe.dense:dense_moe_backward",), 3, ("ex1_4", "ex1_6")),
+    Exercise(
+        "ex3_1",
+        "top-k gating, both conventions",
+        3,
+        ("tinycond.moe.gating:topk_gating_forward", "tinycond.moe.gating:topk_gating_backward"),
+        3,
+        ("ex1_4",),
+    ),
+    Exercise("ex3_2", "noisy router logits backward", 3, ("tinycond.moe.gating:noisy_logits_backward",), 2, ("ex1_3",)),
+    Exercise(
+        "ex3_3",
+        "Switch loss and router z-loss",
+        3,
+        (
+            "tinycond.moe.balancing:switch_loss_forward",
+            "tinycond.moe.balancing:switch_loss_backward",
+            "tinycond.moe.balancing:z_loss_forward",
+            "tinycond.moe.balancing:z_loss_backward",
+        ),
+        2,
+        ("ex1_4",),
+    ),
+    Exercise(
+        "ex3_4",
+        "importance loss and smooth load loss",
+        3,
+        (
+            "tinycond.moe.balancing:importance_loss_forward",
+            "tinycond.moe.balancing:importance_loss_backward",
+            "tinycond.moe.balancing:load_loss_forward",
+            "tinycond.moe.balancing:load_loss_backward",
+        ),
+        3,
+    ),
+    Exercise(
+        "ex3_5",
+        "expert capacity, dispatch plan and combine",
+        3,
+        ("tinycond.moe.dispatch:expert_capacity", "tinycond.moe.dispatch:plan_dispatch", "tinycond.moe.dispatch:combine_slots"),
+        3,
+    ),
+    Exercise(
+        "ex3_6",
+        "grouped experts and the sparse layer backward",
+        3,
+        (
+            "tinycond.moe.dispatch:grouped_mlp_forward",
+            "tinycond.moe.dispatch:grouped_mlp_backward",
+            "tinycond.moe.sparse:sparse_moe_backward",
+        ),
+        4,
+        ("ex1_6", "ex3_1", "ex3_2", "ex3_3", "ex3_4", "ex3_5"),
+    ),
+    Exercise("ex5_1", "halting rule and step weights", 5, ("tinycond.act.halting:halting_step",), 1),
+    Exercise("ex5_2", "adaptive computation time forward", 5, ("tinycond.act.halting:act_forward",), 3, ("ex5_1",)),
+    Exercise("ex5_3", "adaptive computation time backward", 5, ("tinycond.act.halting:act_backward",), 4, ("ex1_2", "ex5_2")),
 )
 
 
@@ -69,3 +125,26 @@ def exercise_by_id(exercise_id: str) -> Exercise:
         if exercise.id == exercise_id:
             return exercise
     raise KeyError(f"unknown exercise {exercise_id!r}; valid ids: {', '.join(e.id for e in EXERCISES)}")
+
+
+def lessons_with_exercises() -> tuple:
+    """Return the lesson numbers that have at least one exercise, in order."""
+    return tuple(sorted({exercise.lesson for exercise in EXERCISES}))
+
+
+def exercises_of_lessons(lessons) -> tuple:
+    """Return the exercises of the given lesson numbers, in table order."""
+    wanted = set(lessons)
+    return tuple(exercise for exercise in EXERCISES if exercise.lesson in wanted)
+
+
+def prerequisites(exercise_id: str) -> frozenset:
+    """Return every exercise that ``exercise_id`` needs, directly or through other exercises."""
+    found = set()
+    pending = list(exercise_by_id(exercise_id).requires)
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.add(current)
+            pending.extend(exercise_by_id(current).requires)
+    return frozenset(found)
