@@ -12,15 +12,13 @@ from tinycond.moe.balancing import (
     cv_squared_forward,
     importance_loss_backward,
     importance_loss_forward,
-    load_loss_backward,
-    load_loss_forward,
     switch_loss_backward,
     switch_loss_forward,
     z_loss_backward,
     z_loss_forward,
 )
 from tinycond.moe.gating import select_top_k
-from tinycond.moe.normal import normal_cdf, normal_pdf
+from tinycond.moe.load import load_loss_backward, load_loss_forward, normal_cdf, normal_pdf
 
 pytestmark = pytest.mark.lesson3
 
@@ -39,7 +37,7 @@ def test_cv_squared_of_equal_values_is_zero():
     assert loss == 0.0, f"CV^2 of equal values is {loss}, expected 0"
 
 
-def test_cv_squared_of_one_hot_is_e_minus_one():
+def test_cv_squared_one_hot():
     # Population variance of (1, 0, ..., 0) over E entries is (E - 1) / E^2 and the mean is 1 / E.
     for n_experts in (2, 4, 16):
         values = np.zeros(n_experts)
@@ -109,7 +107,7 @@ def test_switch_loss_rejects_out_of_range_index():
 
 
 @pytest.mark.ex3_3
-def test_z_loss_of_zero_logits_is_log_e_squared():
+def test_z_loss_zero_logits():
     loss, _ = z_loss_forward(np.zeros((5, 8)))
     assert loss == pytest.approx(math.log(8) ** 2, rel=1e-14), f"z-loss {loss}, expected log(8)^2"
 
@@ -228,7 +226,7 @@ def test_load_loss_rejects_zero_noise():
 
 
 @pytest.mark.ex3_4
-def test_load_loss_rejects_top_k_equal_to_n_experts():
+def test_load_loss_rejects_full_top_k():
     clean, noisy, scale = load_inputs(np.random.default_rng(8), n_experts=3)
     with pytest.raises(ValueError, match="needs top_k < n_experts"):
         load_loss_forward(clean, noisy, scale, top_k=3)

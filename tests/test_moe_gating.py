@@ -129,7 +129,7 @@ def test_softmax_topk_unselected_logits_get_gradient():
 
 
 @pytest.mark.ex3_1
-def test_topk_softmax_with_k_equal_e_is_full_softmax():
+def test_topk_softmax_all_experts_is_softmax():
     logits = np.random.default_rng(9).standard_normal((6, 4))
     gates, cache = topk_gating_forward(logits, top_k=4, gating="topk_softmax")
     full = np.take_along_axis(F.softmax(logits), cache.expert_index, axis=1)

@@ -65,7 +65,7 @@ def test_plan_groups_every_assignment_once():
 
 
 @pytest.mark.ex3_5
-def test_plan_position_priority_keeps_first_choices_then_earliest_tokens():
+def test_plan_position_priority_order():
     # Expert 0 is the first choice of tokens 2 and 4 and the second choice of tokens 0 and 1.
     expert_index = np.array([[1, 0], [2, 0], [0, 1], [1, 2], [0, 2]])
     plan = plan_dispatch(expert_index, 3, capacity=3)
@@ -342,7 +342,7 @@ def test_sparse_module_training_noise_is_reproducible():
 
 
 def test_sparse_forward_builds_no_per_expert_hidden_array():
-    # A dense mixture would hold (E, N, d_hidden) hidden activations; the sparse path holds (N k, d_hidden).
+    # A dense mixture keeps (E, N, d_hidden) hidden activations, the sparse path only (N k, d_hidden).
     n_tokens, d_model, d_hidden, n_experts = 512, 8, 64, 64
     layer = SparseMoE(d_model, d_hidden, n_experts, top_k=2, rng=13)
     x = np.random.default_rng(14).standard_normal((n_tokens, d_model))

@@ -8,8 +8,8 @@ candidates interleaved (see :mod:`tinycond.bench.timing`):
    the same sizes (default N=4096 tokens, d_model=256, d_hidden=512, E=16,
    k=2, float64). The experts' FLOP ratio is E / k = 8.
 2. **Peak memory** (tracemalloc) of one forward plus backward of each. The
-   sparse layer holds (N k, d_hidden) activations, the dense one
-   (E, N, d_hidden); the parameter gradients, (E, d_model, d_hidden) each,
+   sparse layer keeps (N k, d_hidden) activations and the dense one
+   (E, N, d_hidden). The parameter gradients, (E, d_model, d_hidden) each,
    are the same size in both.
 3. **Matmul-throughput fraction** of the sparse layer at d_hidden=1024:
    its expert FLOPs divided by its time, over the FLOP rate of one square

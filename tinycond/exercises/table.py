@@ -89,8 +89,8 @@ EXERCISES = (
         (
             "tinycond.moe.balancing:importance_loss_forward",
             "tinycond.moe.balancing:importance_loss_backward",
-            "tinycond.moe.balancing:load_loss_forward",
-            "tinycond.moe.balancing:load_loss_backward",
+            "tinycond.moe.load:load_loss_forward",
+            "tinycond.moe.load:load_loss_backward",
         ),
         3,
     ),

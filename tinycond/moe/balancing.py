@@ -4,7 +4,8 @@ Without a balancing term a router trained by gradient descent tends to
 collapse: the experts that win early get trained, get better, and win more.
 Each loss here is small when tokens spread evenly over the experts. The
 layer multiplies each by its coefficient; the values returned here are
-unscaled.
+unscaled. Shazeer's smooth load loss, which needs gate noise, is in
+:mod:`tinycond.moe.load` and uses the same squared coefficient of variation.
 
 Conventions (stated because published code differs):
 
@@ -41,7 +42,6 @@ import numpy as np
 from tinycond import functional as F
 from tinycond._checks import check_positive_int
 from tinycond.moe.gating import check_router_logits, check_top_k
-from tinycond.moe.normal import normal_cdf, normal_pdf
 
 BALANCES = ("switch", "importance", "load")
 
@@ -103,6 +103,14 @@ class SwitchLossCache(NamedTuple):
 def switch_loss_forward(router_logits, expert_index):
     r"""Compute the Switch Transformer load-balancing loss :math:`E \sum_i f_i P_i`.
 
+    1. ``probs``: the softmax of all E logits, shape (N, E).
+    2. ``fraction``: each expert's count in ``expert_index`` divided by
+       N k, shape (E,).
+    3. The loss is E times the sum over experts of ``fraction`` times the
+       mean of ``probs`` over tokens.
+
+    Hint: ``np.bincount(ids, minlength=E)`` counts every expert, unused ones too.
+
     Parameters
     ----------
     router_logits : ndarray of shape (N, E)
@@ -124,7 +132,7 @@ def switch_loss_forward(router_logits, expert_index):
         P_i = \frac1N \sum_t \mathrm{softmax}(z_t)_i
 
     :math:`P` uses the full softmax over all E logits, whatever gating
-    convention picks the gates, so the loss always sees the whole router.
+    convention picks the gates, so every router logit enters the loss.
 
     References
     ----------
@@ -175,6 +183,12 @@ def z_loss_forward(router_logits):
     It keeps router logits small, which keeps the router's softmax away from
     the round-off of large exponents.
 
+    1. ``lse``: the log-sum-exp of each row, shape (N,).
+    2. The loss is the mean of ``lse ** 2``; the cache keeps ``lse`` and the
+       row softmax for backward.
+
+    Hint: :func:`tinycond.functional.logsumexp` is shifted by the row maximum.
+
     Parameters
     ----------
     router_logits : ndarray of shape (N, E)
@@ -188,8 +202,9 @@ def z_loss_forward(router_logits):
     -----
     .. math:: L_z = \frac1N \sum_{t=1}^{N} \Bigl(\log \sum_{i=1}^{E} e^{z_{t,i}}\Bigr)^2
 
-    The mean of squares, not the square of the mean; the log-sum-exp is
-    shifted by the row maximum, so logits of 1e4 give a finite 1e8.
+    The loss is the mean of squares, not the square of the mean. The
+    log-sum-exp is shifted by the row maximum, so logits of 1e4 give a
+    finite 1e8.
 
     References
     ----------
@@ -227,6 +242,12 @@ class ImportanceLossCache(NamedTuple):
 
 def importance_loss_forward(gates, expert_index, *, n_experts):
     r"""Compute Shazeer's importance loss, the squared CV of each expert's summed gates.
+
+    1. ``importance``: for each expert, the sum of the gates assigned to it,
+       shape (E,).
+    2. The loss is :func:`cv_squared_forward` of ``importance``.
+
+    Hint: ``np.bincount`` takes ``weights=`` to sum gates instead of counting.
 
     Parameters
     ----------
@@ -273,124 +294,6 @@ def importance_loss_backward(dloss, cache: ImportanceLossCache):
     ### BEGIN SOLUTION ex3_4
     dimportance = cv_squared_backward(dloss, cache.cv)  # (E,)
     return dimportance[cache.expert_index]  # (N, k)
-    ### END SOLUTION
-
-
-# Shazeer's smooth load estimator
-
-
-class LoadLossCache(NamedTuple):
-    z: np.ndarray  # (N, E) standardised margin to the threshold
-    noise_scale: np.ndarray  # (N, E)
-    selected: np.ndarray  # (N, E) bool, expert i among the top k of the noisy logits
-    kth: np.ndarray  # (N,) column of the k-th largest noisy logit
-    next_after_kth: np.ndarray  # (N,) column of the (k+1)-th largest noisy logit
-    cv: CvSquaredCache
-
-
-def load_loss_forward(clean_logits, noisy_logits, noise_scale, *, top_k):
-    r"""Compute Shazeer's load loss: the squared CV of each expert's expected token count.
-
-    The count of tokens an expert receives is a step function of the logits,
-    so it has no useful gradient. Shazeer et al. replace it by its
-    expectation under the noise: the probability that expert i would still
-    be selected if only its own noise were drawn again.
-
-    Parameters
-    ----------
-    clean_logits : ndarray of shape (N, E)
-        Router logits before noise, ``x @ W_gate``.
-    noisy_logits : ndarray of shape (N, E)
-        The logits the router selected with, ``clean + noise * noise_scale``.
-    noise_scale : ndarray of shape (N, E)
-        Standard deviation of each logit's noise; every entry must be > 0.
-    top_k : int
-        Experts selected per token, ``1 <= top_k < E``.
-
-    Returns
-    -------
-    loss : float
-    cache : LoadLossCache
-
-    Notes
-    -----
-    .. math::
-        P(x, i) = \Phi\Bigl(\frac{(x W_g)_i - \mathrm{kth\_excluding}(H(x), k, i)}{s_i(x)}\Bigr),
-        \qquad \mathrm{Load}_i = \sum_x P(x, i), \qquad L = CV^2(\mathrm{Load})
-
-    ``kth_excluding(H, k, i)`` is the k-th largest noisy logit once entry i is
-    removed: the (k+1)-th largest of H if i is selected, the k-th largest if
-    not. It is the threshold that expert i must beat, and gradient flows into
-    the noisy logit that sets it. The estimator is undefined without noise
-    (:math:`s = 0`), and with ``top_k = E`` every expert is always selected.
-
-    References
-    ----------
-    Shazeer et al. (2017). Outrageously Large Neural Networks, appendix A,
-    equations 8 to 11.
-    """
-    clean_logits = check_router_logits(clean_logits, "clean_logits")
-    noisy_logits = check_router_logits(noisy_logits, "noisy_logits")
-    N, E = clean_logits.shape
-    if noisy_logits.shape != (N, E) or noise_scale.shape != (N, E):
-        raise ValueError(
-            f"clean_logits, noisy_logits and noise_scale must share one shape (N, E), got "
-            f"{clean_logits.shape}, {noisy_logits.shape} and {noise_scale.shape}"
-        )
-    top_k = check_top_k(top_k, E)
-    if top_k == E:
-        raise ValueError(f"the load loss needs top_k < n_experts, got top_k = n_experts = {E}: every expert is always selected")
-    if not np.all(noise_scale > 0):
-        raise ValueError(
-            f"the load loss needs noise: noise_scale must be > 0 everywhere, got minimum {noise_scale.min()}; "
-            f"route with noisy logits (noisy=True, noise_std > 0)"
-        )
-
-    ### BEGIN SOLUTION ex3_4
-    order = np.argsort(-noisy_logits, axis=1, kind="stable")  # (N, E), the tie-break of select_top_k
-    rows = np.arange(N)
-    kth, next_after_kth = order[:, top_k - 1], order[:, top_k]  # (N,)
-    selected = np.zeros((N, E), dtype=bool)
-    np.put_along_axis(selected, order[:, :top_k], True, axis=1)
-    threshold = np.where(selected, noisy_logits[rows, next_after_kth][:, None], noisy_logits[rows, kth][:, None])  # (N, E)
-    z = (clean_logits - threshold) / noise_scale
-    load = normal_cdf(z).sum(axis=0)  # (E,)
-    loss, cv_cache = cv_squared_forward(load)
-    return loss, LoadLossCache(z, noise_scale, selected, kth, next_after_kth, cv_cache)
-    ### END SOLUTION
-
-
-def load_loss_backward(dloss, cache: LoadLossCache):
-    r"""Return ``(dclean_logits, dnoisy_logits, dnoise_scale)``, each of shape (N, E).
-
-    Steps:
-
-    1. ``dload`` of shape (E,) from :func:`cv_squared_backward`; every
-       token's :math:`P(x, i)` receives ``dload[i]``.
-    2. Through :math:`\Phi`: ``dz = dP * normal_pdf(z)``.
-    3. :math:`z = (c - \tau) / s` gives ``dclean = dz / s``,
-       ``dthreshold = -dz / s`` and ``dnoise_scale = -dz * z / s``.
-    4. The threshold of a selected expert is the noisy logit in column
-       ``next_after_kth``; that of an unselected expert is the one in column
-       ``kth``. Sum ``dthreshold`` over each group of a row into its column.
-
-    Hint: the two columns differ in every row, so plain assignment
-    ``dnoisy[rows, column] = row_sum`` needs no ``np.add.at``.
-    """
-    ### BEGIN SOLUTION ex3_4
-    z, noise_scale, selected, kth, next_after_kth, cv_cache = cache
-    N, E = z.shape
-    dload = cv_squared_backward(dloss, cv_cache)  # (E,)
-    dz = dload[None, :] * normal_pdf(z)  # (N, E)
-    dclean = dz / noise_scale
-    dthreshold = -dclean
-    dnoise_scale = -dz * z / noise_scale
-
-    rows = np.arange(N)
-    dnoisy = np.zeros((N, E), dtype=z.dtype)
-    dnoisy[rows, next_after_kth] = np.sum(dthreshold, axis=1, where=selected)
-    dnoisy[rows, kth] = np.sum(dthreshold, axis=1, where=~selected)
-    return dclean, dnoisy, dnoise_scale
     ### END SOLUTION
 
 

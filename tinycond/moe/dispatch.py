@@ -44,6 +44,12 @@ PRIORITIES = ("position", "gate")
 def expert_capacity(capacity_factor, n_tokens, top_k, n_experts):
     r"""Return how many assignments one expert may take, or ``None`` for no limit.
 
+    1. Read the factor as an exact fraction, ``Fraction(repr(capacity_factor))``,
+       and multiply by N k / E.
+    2. Take the ceiling and clamp it to N.
+
+    Hint: ``math.ceil`` of a ``Fraction`` is exact.
+
     Parameters
     ----------
     capacity_factor : float or None
@@ -77,7 +83,7 @@ def expert_capacity(capacity_factor, n_tokens, top_k, n_experts):
 
 
 class DispatchPlan(NamedTuple):
-    """Where every kept token-expert assignment goes, grouped by expert.
+    """Destination of every kept token-expert assignment, grouped by expert.
 
     Attributes
     ----------
@@ -110,6 +116,17 @@ class DispatchPlan(NamedTuple):
 def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position", gates=None):
     r"""Group the token-expert assignments by expert and drop those over capacity.
 
+    1. Flatten ``expert_index`` choice rank first: ``ids`` of shape (k N,).
+    2. One stable sort of ``ids`` (``np.lexsort`` with the priority keys
+       for ``"gate"``) gives ``order``, each expert's queue in priority order.
+    3. ``expert_counts`` of shape (E,); each sorted assignment's rank in its
+       queue is its sorted position minus the queue's start.
+    4. Keep the assignments whose rank is below ``capacity``; their flat
+       index gives ``token`` and ``slot``.
+    5. Fill a :class:`DispatchPlan` (``kept`` as an (N, k) mask).
+
+    Hint: flat index ``s N + t`` gives ``t = i % N`` and ``s = i // N``.
+
     Parameters
     ----------
     expert_index : int ndarray of shape (N, k)
@@ -123,9 +140,9 @@ def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position"
         fill every token's first choice before any second choice, as GShard
         does, so one token's second choice never displaces another token's
         first. Within a choice rank, ``"position"`` keeps earlier tokens
-        first (token order in the batch); ``"gate"`` keeps tokens with a
-        larger top gate first (batch prioritized routing, Riquelme et al.
-        2021), ties in token order.
+        first, in token order of the batch. ``"gate"`` keeps tokens with a
+        larger top gate first, ties in token order (batch prioritized
+        routing, Riquelme et al. 2021).
     gates : ndarray of shape (N, k), optional
         Required for ``priority="gate"``.
 
@@ -186,6 +203,11 @@ def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position"
 def combine_slots(values, plan: DispatchPlan, n_tokens):
     """Sum per-assignment rows back into one row per token.
 
+    1. Write each row at ``plan.flat_position`` of an all-zero (N k, d) array.
+    2. Reshape to (N, k, d) and sum over the k slots.
+
+    Hint: dropped assignments have no row, so their places stay zero.
+
     Parameters
     ----------
     values : ndarray of shape (M, d)
@@ -222,6 +244,14 @@ class GroupedMlpCache(NamedTuple):
 
 def grouped_mlp_forward(x_sorted, W1, b1, W2, b2, *, group_offsets, activation="relu"):
     r"""Run expert e's MLP on its contiguous slice of rows, for every expert.
+
+    1. For each expert e, take rows ``group_offsets[e]:group_offsets[e + 1]``.
+    2. Run :func:`tinycond.layers.mlp_forward` on them with ``W1[e]``,
+       ``b1[e]``, ``W2[e]``, ``b2[e]`` and write the result into the same
+       rows of ``y_sorted``, shape (M, d_out).
+    3. Keep each expert's cache (``None`` for an expert with no rows).
+
+    Hint: skip experts with no rows, their gradients are zero.
 
     Parameters
     ----------

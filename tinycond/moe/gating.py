@@ -92,6 +92,16 @@ class TopkGatingCache(NamedTuple):
 def topk_gating_forward(router_logits, *, top_k, gating="topk_softmax"):
     r"""Select the ``top_k`` experts of each token and compute their gate values.
 
+    1. ``expert_index`` of shape (N, k): :func:`select_top_k` of the logits.
+    2. ``"topk_softmax"``: gather the k kept logits, shape (N, k), and take
+       their softmax.
+    3. ``"softmax_topk"``: take the softmax of all E logits, shape (N, E),
+       and gather the k kept probabilities.
+    4. Return the gates and a :class:`TopkGatingCache` (``probs`` is the
+       (N, E) softmax for ``"softmax_topk"`` and ``None`` otherwise).
+
+    Hint: ``np.take_along_axis(a, expert_index, axis=1)`` gathers (N, k) entries.
+
     Parameters
     ----------
     router_logits : ndarray of shape (N, E)
@@ -108,7 +118,7 @@ def topk_gating_forward(router_logits, *, top_k, gating="topk_softmax"):
     gates : ndarray of shape (N, k)
         Gate of each selected expert, in the order of ``cache.expert_index``.
     cache : TopkGatingCache
-        ``cache.expert_index`` of shape (N, k) holds the selected experts.
+        ``cache.expert_index`` of shape (N, k) contains the selected experts.
 
     Notes
     -----

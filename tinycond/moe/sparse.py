@@ -33,6 +33,7 @@ import numpy as np
 from tinycond import functional as F
 from tinycond._checks import as_generator, check_choice, check_float_array, check_positive_float, check_positive_int
 from tinycond.moe import balancing as B
+from tinycond.moe.load import load_loss_backward, load_loss_forward
 from tinycond.moe.dense import init_expert_weights
 from tinycond.moe.dispatch import (
     PRIORITIES,
@@ -195,7 +196,7 @@ def sparse_moe_forward(
     elif balance == "importance":
         balance_loss, balance_cache = B.importance_loss_forward(gates, gating_cache.expert_index, n_experts=E)
     elif balance == "load":
-        balance_loss, balance_cache = B.load_loss_forward(clean_logits, router_logits, noise_scale, top_k=top_k)
+        balance_loss, balance_cache = load_loss_forward(clean_logits, router_logits, noise_scale, top_k=top_k)
     z_loss, z_cache = B.z_loss_forward(router_logits)
     aux_loss = balance_coef * balance_loss + z_loss_coef * z_loss
 
@@ -244,7 +245,7 @@ def sparse_moe_backward(dout, cache: SparseMoECache):
     elif cache.balance == "importance":
         dgates += B.importance_loss_backward(dbalance, cache.balance_cache)
     elif cache.balance == "load":
-        dclean, dnoisy, dnoise_scale = B.load_loss_backward(dbalance, cache.balance_cache)
+        dclean, dnoisy, dnoise_scale = load_loss_backward(dbalance, cache.balance_cache)
         dlogits += dnoisy
     if cache.z_loss_coef:
         dlogits += B.z_loss_backward(daux * cache.z_loss_coef, cache.z_cache)
@@ -324,7 +325,7 @@ class SparseMoE(Module):
     expert_counts : int ndarray of shape (E,)
         Assignments routed to each expert, before capacity.
     balance_loss, z_loss : float
-        Unscaled auxiliary losses; ``aux_loss`` holds their scaled sum.
+        Unscaled auxiliary losses; ``aux_loss`` is their scaled sum.
         ``balance_loss`` is NaN when no balancing loss was computed.
 
     Notes
