@@ -97,7 +97,6 @@ def test_switch_loss_gradient_treats_fraction_as_constant():
     assert np.allclose(dlogits, expected, rtol=1e-13, atol=1e-16), f"max difference {np.abs(dlogits - expected).max():.2e}"
 
 
-@pytest.mark.ex3_3
 def test_switch_loss_rejects_out_of_range_index():
     with pytest.raises(ValueError, match=r"expert_index must hold expert ids in \[0, 3\)"):
         switch_loss_forward(np.zeros((2, 3)), np.array([[0], [3]]))
@@ -217,7 +216,6 @@ def test_load_loss_two_experts_follow_formula():
     assert loss == pytest.approx(expected, rel=1e-13), f"load loss {loss}, expected {expected}"
 
 
-@pytest.mark.ex3_4
 def test_load_loss_rejects_zero_noise():
     clean, noisy, scale = load_inputs(np.random.default_rng(7))
     scale[0, 0] = 0.0
@@ -225,7 +223,6 @@ def test_load_loss_rejects_zero_noise():
         load_loss_forward(clean, noisy, scale, top_k=2)
 
 
-@pytest.mark.ex3_4
 def test_load_loss_rejects_full_top_k():
     clean, noisy, scale = load_inputs(np.random.default_rng(8), n_experts=3)
     with pytest.raises(ValueError, match="needs top_k < n_experts"):

@@ -30,7 +30,6 @@ def choices_of_gating(out, cache):
     return cache.expert_index
 
 
-@pytest.mark.ex3_1
 @pytest.mark.parametrize("top_k", [1, 2, 3])
 def test_select_top_k_picks_largest(top_k):
     logits = np.random.default_rng(0).standard_normal((20, 6))
@@ -39,14 +38,12 @@ def test_select_top_k_picks_largest(top_k):
     assert np.array_equal(expert_index, expected), f"selected {expert_index[:3]}, expected {expected[:3]}"
 
 
-@pytest.mark.ex3_1
 def test_select_top_k_ties_go_to_lower_index():
     logits = np.array([[1.0, 2.0, 2.0, 2.0, 0.0]])
     expert_index = select_top_k(logits, 2)
     assert expert_index.tolist() == [[1, 2]], f"ties broke as {expert_index.tolist()}, expected [[1, 2]]"
 
 
-@pytest.mark.ex3_1
 def test_select_top_k_batch_equals_single_tokens():
     logits = np.random.default_rng(1).standard_normal((9, 7))
     batch = select_top_k(logits, 3)
@@ -184,7 +181,6 @@ def test_noisy_logits_gradcheck(noise_std):
         assert report[name].n_checked > 0, f"{name} was not checked"
 
 
-@pytest.mark.ex3_2
 def test_noisy_logits_follow_formula():
     rng = np.random.default_rng(12)
     x, W_gate, W_noise, noise = noisy_inputs(rng)
@@ -195,7 +191,6 @@ def test_noisy_logits_follow_formula():
     assert np.allclose(noisy, clean + noise * expected_scale, rtol=1e-14, atol=1e-14), "noisy logits differ from clean + noise * scale"
 
 
-@pytest.mark.ex3_2
 def test_noisy_logits_zero_std_are_clean():
     rng = np.random.default_rng(13)
     x, W_gate, W_noise, noise = noisy_inputs(rng)

@@ -34,12 +34,15 @@ pytestmark = pytest.mark.lesson3
         (1.0, 10, 1, 3, 4),  # ceil(3.33)
         (0.01, 10, 1, 4, 1),  # a positive factor always leaves room for one
         (8.0, 10, 2, 2, 10),  # clamped to N: an expert takes each token at most once
-        (None, 10, 2, 4, None),
     ],
 )
 def test_expert_capacity_table(capacity_factor, n_tokens, top_k, n_experts, expected):
     capacity = expert_capacity(capacity_factor, n_tokens, top_k, n_experts)
     assert capacity == expected, f"capacity({capacity_factor}, N={n_tokens}, k={top_k}, E={n_experts}) = {capacity}, expected {expected}"
+
+
+def test_expert_capacity_none_means_no_limit():
+    assert expert_capacity(None, 10, 2, 4) is None, "capacity_factor=None must give no capacity limit"
 
 
 @pytest.mark.parametrize("capacity_factor", [0.0, -1.0, float("inf"), float("nan")])
@@ -192,7 +195,7 @@ def test_sparse_with_all_experts_equals_dense_mixture():
     assert difference < 1e-13, f"top_k = E with softmax over the kept logits differs from the dense mixture by {difference:.2e}"
 
 
-@pytest.mark.ex3_5
+@pytest.mark.ex3_6
 def test_sparse_dropped_tokens_output_zero():
     x, W_gate, W1, b1, W2, b2 = pair_inputs(np.random.default_rng(9), n_tokens=12)
     W_gate[:, 0] += 5.0 * np.sign(x.mean(axis=0))  # crowd expert 0
@@ -425,3 +428,21 @@ def test_sparse_pair_rejects_load_without_noise():
     x, W_gate, W1, b1, W2, b2 = pair_inputs(np.random.default_rng(15))
     with pytest.raises(ValueError, match="balance='load' needs noisy routing"):
         sparse_moe_forward(x, W_gate, W1, b1, W2, b2, top_k=2, balance="load")
+
+
+def test_sparse_pair_rejects_mismatched_weights():
+    x, W_gate, W1, b1, W2, b2 = pair_inputs(np.random.default_rng(16))
+    with pytest.raises(ValueError, match=r"W_gate must have shape \(d_model, E\)"):
+        sparse_moe_forward(x[:, :3], W_gate, W1, b1, W2, b2, top_k=2)
+
+
+@pytest.mark.parametrize("options", [{}, {"noisy": True, "balance": "load"}, {"balance": "switch", "z_loss_coef": 1e-3}])
+def test_sparse_module_float32_keeps_dtype(options):
+    layer = SparseMoE(4, 6, 5, top_k=2, rng=17, dtype=np.float32, **options)
+    x = np.random.default_rng(18).standard_normal((10, 4)).astype(np.float32)
+    y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    assert y.dtype == np.float32, f"output dtype {y.dtype}"
+    assert dx.dtype == np.float32, f"dx dtype {dx.dtype}"
+    for name, grad in layer.gradients():
+        assert grad.dtype == np.float32, f"{name} gradient dtype {grad.dtype}"

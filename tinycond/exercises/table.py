@@ -68,7 +68,7 @@ EXERCISES = (
         3,
         ("ex1_4",),
     ),
-    Exercise("ex3_2", "noisy router logits backward", 3, ("tinycond.moe.gating:noisy_logits_backward",), 2, ("ex1_3",)),
+    Exercise("ex3_2", "noisy router logits backward", 3, ("tinycond.moe.gating:noisy_logits_backward",), 2),
     Exercise(
         "ex3_3",
         "Switch loss and router z-loss",
@@ -111,7 +111,7 @@ EXERCISES = (
             "tinycond.moe.sparse:sparse_moe_backward",
         ),
         4,
-        ("ex1_6", "ex3_1", "ex3_2", "ex3_3", "ex3_4", "ex3_5"),
+        ("ex1_6", "ex2_1", "ex3_1", "ex3_2", "ex3_3", "ex3_4", "ex3_5"),
     ),
     Exercise("ex5_1", "halting rule and step weights", 5, ("tinycond.act.halting:halting_step",), 1),
     Exercise("ex5_2", "adaptive computation time forward", 5, ("tinycond.act.halting:act_forward",), 3, ("ex5_1",)),

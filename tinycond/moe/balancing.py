@@ -136,7 +136,8 @@ def switch_loss_forward(router_logits, expert_index):
 
     References
     ----------
-    Fedus, Zoph and Shazeer (2021). Switch Transformers, equations 4 to 6.
+    Fedus, Zoph and Shazeer (2021). Switch Transformers: Scaling to Trillion
+    Parameter Models with Simple and Efficient Sparsity.
     """
     router_logits = check_router_logits(router_logits)
     N, E = router_logits.shape
@@ -209,7 +210,7 @@ def z_loss_forward(router_logits):
     References
     ----------
     Zoph et al. (2022). ST-MoE: Designing Stable and Transferable Sparse
-    Expert Models, equation 5.
+    Expert Models.
     """
     router_logits = check_router_logits(router_logits)
     ### BEGIN SOLUTION ex3_3
@@ -269,7 +270,8 @@ def importance_loss_forward(gates, expert_index, *, n_experts):
 
     References
     ----------
-    Shazeer et al. (2017). Outrageously Large Neural Networks, equations 6 and 7.
+    Shazeer et al. (2017). Outrageously Large Neural Networks: The
+    Sparsely-Gated Mixture-of-Experts Layer.
     """
     n_experts = check_positive_int(n_experts, "n_experts")
     expert_index = _check_expert_index(expert_index, gates.shape[0], n_experts)

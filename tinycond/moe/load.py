@@ -130,8 +130,8 @@ def load_loss_forward(clean_logits, noisy_logits, noise_scale, *, top_k):
 
     References
     ----------
-    Shazeer et al. (2017). Outrageously Large Neural Networks, appendix A,
-    equations 8 to 11.
+    Shazeer et al. (2017). Outrageously Large Neural Networks: The
+    Sparsely-Gated Mixture-of-Experts Layer.
     """
     clean_logits = check_router_logits(clean_logits, "clean_logits")
     noisy_logits = check_router_logits(noisy_logits, "noisy_logits")
@@ -194,5 +194,6 @@ def load_loss_backward(dloss, cache: LoadLossCache):
     dnoisy = np.zeros((N, E), dtype=z.dtype)
     dnoisy[rows, next_after_kth] = np.sum(dthreshold, axis=1, where=selected)
     dnoisy[rows, kth] = np.sum(dthreshold, axis=1, where=~selected)
-    return dclean, dnoisy, dnoise_scale
+    # normal_cdf works in float64; return gradients in the dtype of the logits.
+    return tuple(g.astype(z.dtype, copy=False) for g in (dclean, dnoisy, dnoise_scale))
     ### END SOLUTION

@@ -151,6 +151,11 @@ def sparse_moe_forward(
     x = check_float_array(x, "x", ndim=2)
     N, d_model = x.shape
     E = W_gate.shape[1]
+    if W_gate.shape[0] != d_model or W1.shape[:2] != (E, d_model):
+        raise ValueError(
+            f"W_gate must have shape (d_model, E) and W1 (E, d_model, d_hidden) for x of shape {x.shape}, "
+            f"got W_gate {W_gate.shape} and W1 {W1.shape}"
+        )
     top_k = check_top_k(top_k, E)
     balance = check_choice(balance, "balance", (None,) + B.BALANCES)
     balance_coef = check_positive_float(balance_coef, "balance_coef", allow_zero=True)
@@ -165,7 +170,7 @@ def sparse_moe_forward(
         )
     capacity = expert_capacity(capacity_factor, N, top_k, E)
 
-    # 1. Router logits, with noise when noisy (Shazeer et al. 2017, equation 4).
+    # 1. Router logits, with learned-scale Gaussian noise when noisy (Shazeer et al. 2017).
     noisy_cache = None
     if noisy:
         (router_logits, clean_logits, noise_scale), noisy_cache = noisy_logits_forward(
@@ -308,9 +313,10 @@ class SparseMoE(Module):
     gate_scale : float
         ``W_gate`` starts as normal noise of standard deviation
         ``gate_scale / sqrt(d_model)``. Shazeer et al. start it at zero,
-        which makes every logit tie until noise breaks the ties; a small
-        random start routes deterministically from the first step.
-        ``W_noise`` starts at zero, as in the paper.
+        which makes every logit tie until noise breaks the ties. A small
+        random start sends different tokens to different experts from the
+        first step, with or without noise. ``W_noise`` starts at zero, as
+        Shazeer et al. start it.
 
     Attributes
     ----------
@@ -388,8 +394,9 @@ class SparseMoE(Module):
             check_float_array(noise, "noise", ndim=2)
             if noise.shape != (N, self.n_experts):
                 raise ValueError(f"noise must have shape (N, E) = {(N, self.n_experts)}, got {noise.shape}")
+            noise = noise.astype(x.dtype, copy=False)
         elif self.noisy and self.training:
-            noise = self.rng.standard_normal((N, self.n_experts))
+            noise = self.rng.standard_normal((N, self.n_experts)).astype(x.dtype, copy=False)
         balance = self.balance if (self.balance != "load" or noise is not None) else None
 
         p = self.params
