@@ -14,9 +14,9 @@ candidates interleaved (see :mod:`tinycond.bench.timing`):
 3. **Matmul-throughput fraction** of the sparse layer at d_hidden=1024:
    its expert FLOPs divided by its time, over the FLOP rate of one square
    matrix product with the same FLOPs. The fraction against the experts'
-   own matrix products (the same (N k / E, d_model) by (d_model, d_hidden)
-   shapes, with no routing) is reported too: the gap between the two
-   fractions is what the routing costs, the rest is what BLAS loses on the
+   own matrix products is reported too: the same (N k / E, d_model) by
+   (d_model, d_hidden) shapes, with no routing. The gap between the two
+   fractions is what the routing costs. The rest is what BLAS loses on the
    experts' smaller shapes.
 
 Run ``python -m tinycond.bench.sparse`` (``--quick`` for a smoke run of a
