@@ -273,7 +273,12 @@ def grouped_mlp_forward(x_sorted, W1, b1, W2, b2, *, group_offsets, activation="
     Notes
     -----
     A Python loop over experts (not tokens): each expert is one plain 2-D
-    matrix product on its own rows, the shape BLAS runs fastest.
+    matrix product on its own rows.
+
+    NOTE: each expert's products have only about N k / E rows, and BLAS runs
+    such shapes at a lower FLOP rate than one large product of the same
+    FLOPs. That bounds the layer's matmul-throughput fraction;
+    ``python -m tinycond.bench.sparse`` reports both rates.
     """
     ### BEGIN SOLUTION ex3_6
     M, d_model = x_sorted.shape
