@@ -29,8 +29,25 @@ def relu_forward(x):
 
 
 def relu_backward(dy, cache: ReluCache):
-    """Return ``dx = dy * [x > 0]``."""
+    """Return the gradient of ReLU with respect to its input.
+
+    1. ``cache.positive`` is the mask ``x > 0`` that the forward pass stored.
+    2. Pass ``dy`` through where the mask is true and put 0 elsewhere.
+
+    Hint: ``np.where(mask, a, b)`` picks from ``a`` or ``b`` entry by entry.
+
+    Parameters
+    ----------
+    dy : ndarray, same shape as ``x``
+    cache : ReluCache
+
+    Returns
+    -------
+    dx : ndarray, same shape as ``x``
+    """
+    ### BEGIN SOLUTION ex1_3
     return np.where(cache.positive, dy, 0.0)
+    ### END SOLUTION
 
 
 # GELU, tanh approximation
@@ -60,11 +77,30 @@ def gelu_forward(x):
 
 
 def gelu_backward(dy, cache: GeluCache):
-    r"""Return ``dx``, using :math:`d\tanh u/du = 1 - \tanh^2 u`."""
+    r"""Return the gradient of the tanh approximation of GELU with respect to ``x``.
+
+    1. Differentiate the inner argument: :math:`du/dx = \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\, x^2)`.
+    2. Apply the product rule to :math:`\tfrac12 x (1 + \tanh u)`, using the
+       stored ``tanh_u``.
+    3. Multiply by ``dy``.
+
+    Hint: :math:`d\tanh u/du = 1 - \tanh^2 u`, so nothing needs recomputing.
+
+    Parameters
+    ----------
+    dy : ndarray, same shape as ``x``
+    cache : GeluCache
+
+    Returns
+    -------
+    dx : ndarray, same shape as ``x``
+    """
     x, tanh_u = cache
+    ### BEGIN SOLUTION ex1_3
     du_dx = _GELU_C * (1.0 + 3 * 0.044715 * x**2)
     dgelu = 0.5 * (1.0 + tanh_u) + 0.5 * x * (1.0 - tanh_u**2) * du_dx
     return dy * dgelu
+    ### END SOLUTION
 
 
 # Logistic sigmoid and softplus
@@ -90,8 +126,25 @@ def sigmoid_forward(x):
 
 
 def sigmoid_backward(dy, cache: SigmoidCache):
-    r"""Return ``dx = dy * s * (1 - s)``."""
+    r"""Return the gradient of the logistic sigmoid with respect to its input.
+
+    1. ``cache.s`` holds the forward output :math:`s = \sigma(x)`.
+    2. Multiply ``dy`` by the local derivative :math:`\sigma'(x)`.
+
+    Hint: :math:`\sigma'(x) = \sigma(x)\,(1 - \sigma(x))`, written with ``s`` alone.
+
+    Parameters
+    ----------
+    dy : ndarray, same shape as ``x``
+    cache : SigmoidCache
+
+    Returns
+    -------
+    dx : ndarray, same shape as ``x``
+    """
+    ### BEGIN SOLUTION ex1_3
     return dy * cache.s * (1.0 - cache.s)
+    ### END SOLUTION
 
 
 class SoftplusCache(NamedTuple):
@@ -144,7 +197,23 @@ def softmax_forward(z):
 
 
 def softmax_backward(dp, cache: SoftmaxCache):
-    r"""Return ``dz = p * (dp - sum(dp * p))``, the softmax vector-Jacobian product.
+    r"""Return the softmax vector-Jacobian product ``dz`` over the last axis.
+
+    1. Compute the row sums :math:`\sum_i dp_i\, p_i`, shape ``(..., 1)``.
+    2. Return :math:`dz_j = p_j (dp_j - \sum_i dp_i p_i)`, same shape as ``p``.
+
+    Hint: never build the ``(C, C)`` Jacobian; ``keepdims=True`` lets the row
+    sums broadcast against ``p``.
+
+    Parameters
+    ----------
+    dp : ndarray of shape (..., C)
+        Gradient of the loss with respect to the softmax output.
+    cache : SoftmaxCache
+
+    Returns
+    -------
+    dz : ndarray of shape (..., C)
 
     Notes
     -----
@@ -152,7 +221,9 @@ def softmax_backward(dp, cache: SoftmaxCache):
     so :math:`dz_j = \sum_i dp_i\, p_i (\delta_{ij} - p_j) = p_j (dp_j - \sum_i dp_i p_i)`.
     """
     p = cache.p
+    ### BEGIN SOLUTION ex1_4
     return p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
+    ### END SOLUTION
 
 
 class LogSoftmaxCache(NamedTuple):
@@ -166,8 +237,26 @@ def log_softmax_forward(z):
 
 
 def log_softmax_backward(dy, cache: LogSoftmaxCache):
-    r"""Return ``dz = dy - p * sum(dy)``, because :math:`\partial \log p_i / \partial z_j = \delta_{ij} - p_j`."""
+    r"""Return the gradient of log-softmax with respect to the logits ``z``.
+
+    1. Sum ``dy`` over the last axis, keeping it as shape ``(..., 1)``.
+    2. Subtract ``p`` times that sum from ``dy``.
+
+    Hint: :math:`\partial \log p_i / \partial z_j = \delta_{ij} - p_j`, and
+    ``cache.p`` holds :math:`p = \mathrm{softmax}(z)`.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., C)
+    cache : LogSoftmaxCache
+
+    Returns
+    -------
+    dz : ndarray of shape (..., C)
+    """
+    ### BEGIN SOLUTION ex1_4
     return dy - cache.p * np.sum(dy, axis=-1, keepdims=True)
+    ### END SOLUTION
 
 
 # Losses
@@ -209,11 +298,32 @@ def cross_entropy_forward(logits, targets):
 
 
 def cross_entropy_backward(dloss, cache: CrossEntropyCache):
-    r"""Return ``dlogits = dloss * (softmax(z) - onehot(t)) / M``."""
+    r"""Return the gradient of the mean cross-entropy with respect to the logits.
+
+    1. Start from a copy of the softmax ``p``, shape ``(M, C)``; never change
+       the cache in place.
+    2. Subtract 1 at each row's target class: this is ``p - onehot(t)``.
+    3. Scale by ``dloss / M`` for the mean over M rows, and reshape to the
+       logits' shape.
+
+    Hint: ``a[np.arange(M), t]`` selects one entry per row without a loop.
+
+    Parameters
+    ----------
+    dloss : float
+        Gradient of the final loss with respect to this loss (1.0 at the top).
+    cache : CrossEntropyCache
+
+    Returns
+    -------
+    dlogits : ndarray of shape (..., C), the shape of ``logits``
+    """
     p, t, shape = cache
+    ### BEGIN SOLUTION ex1_4
     dz = p.copy()
     dz[np.arange(t.size), t] -= 1.0
     return (dz * (dloss / t.size)).reshape(shape)
+    ### END SOLUTION
 
 
 class MseCache(NamedTuple):

@@ -54,8 +54,32 @@ def linear_forward(x, W, b):
 
 
 def linear_backward(dy, cache: LinearCache):
-    r"""Return ``(dx, dW, db)``: :math:`dx = dy\,W^\top`, :math:`dW = x^\top dy`, :math:`db = \sum dy`."""
+    r"""Return the gradients of :math:`y = x W + b` with respect to ``x``, ``W`` and ``b``.
+
+    1. :math:`dx = dy\,W^\top`, shape of ``x``.
+    2. :math:`dW = x^\top dy`, summed over every row: flatten the leading axes
+       of ``x`` and ``dy`` to ``(M, d_in)`` and ``(M, d_out)`` first.
+    3. :math:`db = \sum dy` over every axis but the last.
+    4. With a stack of E weights, ``W`` of shape (E, d_in, d_out), do the same
+       per expert with batched ``@``; if ``x`` of shape (N, d_in) is shared by
+       all experts, ``dx`` sums the E contributions (:func:`unbroadcast`).
+
+    Hint: each gradient has the shape of what it is the gradient of; a wrong
+    transpose shows up as a shape mismatch.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., d_out), or (E, n, d_out) with a stacked ``W``
+    cache : LinearCache
+
+    Returns
+    -------
+    dx : ndarray, shape of ``x``
+    dW : ndarray, shape of ``W``
+    db : ndarray, shape of ``b``
+    """
     x, W = cache
+    ### BEGIN SOLUTION ex1_2
     if W.ndim == 3:
         dx = unbroadcast(dy @ W.transpose(0, 2, 1), x.shape)
         dW = np.swapaxes(x, -1, -2) @ dy  # (E, d_in, d_out), broadcast over a shared x
@@ -66,6 +90,7 @@ def linear_backward(dy, cache: LinearCache):
     x2 = x.reshape(-1, d_in)
     dy2 = dy.reshape(-1, d_out)
     return dx, x2.T @ dy2, dy2.sum(axis=0)
+    ### END SOLUTION
 
 
 # Two-layer MLP: the expert
@@ -103,12 +128,32 @@ def mlp_forward(x, W1, b1, W2, b2, *, activation="relu"):
 
 
 def mlp_backward(dy, cache: MlpCache):
-    """Return ``(dx, dW1, db1, dW2, db2)``, the forward steps in reverse."""
+    """Return the gradients of the two-layer perceptron, the forward steps in reverse.
+
+    1. Back through the second linear layer: ``dh``, ``dW2``, ``db2``.
+    2. Back through the activation: ``da`` from ``dh``.
+    3. Back through the first linear layer: ``dx``, ``dW1``, ``db1``.
+
+    Hint: each step is a backward you already wrote; ``cache`` holds one cache
+    per forward step and ``act_backward`` is the activation's backward.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., d_out), or (E, n, d_out)
+    cache : MlpCache
+
+    Returns
+    -------
+    dx : ndarray, shape of ``x``
+    dW1, db1, dW2, db2 : ndarray, shapes of the parameters
+    """
     _, act_backward = get_activation(cache.name)
+    ### BEGIN SOLUTION ex1_6
     dh, dW2, db2 = linear_backward(dy, cache.second)
     da = act_backward(dh, cache.activation)
     dx, dW1, db1 = linear_backward(da, cache.first)
     return dx, dW1, db1, dW2, db2
+    ### END SOLUTION
 
 
 # Layer normalisation
@@ -148,7 +193,26 @@ def layer_norm_forward(x, gamma, beta, *, eps=1e-5):
 
 
 def layer_norm_backward(dy, cache: LayerNormCache):
-    r"""Return ``(dx, dgamma, dbeta)``.
+    r"""Return the gradients of layer normalisation with respect to ``x``, ``gamma`` and ``beta``.
+
+    1. ``dgamma``: sum of ``dy * x_hat`` over every row, shape (d,).
+    2. ``dbeta``: sum of ``dy`` over every row, shape (d,).
+    3. ``g = dy * gamma``, the gradient with respect to ``x_hat``.
+    4. ``dx`` from ``g`` with the formula below, shape of ``x``.
+
+    Hint: the mean and the variance depend on every entry of the row, which
+    is where the two subtracted means come from.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., d)
+    cache : LayerNormCache
+
+    Returns
+    -------
+    dx : ndarray of shape (..., d)
+    dgamma : ndarray of shape (d,)
+    dbeta : ndarray of shape (d,)
 
     Notes
     -----
@@ -158,11 +222,13 @@ def layer_norm_backward(dy, cache: LayerNormCache):
     """
     x_hat, inv_std, gamma = cache
     d = x_hat.shape[-1]
+    ### BEGIN SOLUTION ex1_5
     dgamma = (dy * x_hat).reshape(-1, d).sum(axis=0)
     dbeta = dy.reshape(-1, d).sum(axis=0)
     g = dy * gamma
     dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
     return dx, dgamma, dbeta
+    ### END SOLUTION
 
 
 # Embedding lookup
@@ -179,12 +245,30 @@ def embedding_forward(ids, W):
 
 
 def embedding_backward(dy, cache: EmbeddingCache):
-    """Return ``dW``: each id's row adds the upstream gradients of every position that used it.
+    """Return the gradient of the embedding table ``W``.
 
-    ``np.add.at`` accumulates repeated ids, where ``dW[ids] += dy`` would keep
-    only the last one.
+    Each id's row receives the sum of the upstream gradients of every
+    position that looked it up.
+
+    1. Start from zeros of shape ``(n_rows, d)``.
+    2. Flatten ``ids`` to (M,) and ``dy`` to (M, d).
+    3. Add row m of ``dy`` into row ``ids[m]``, for every m at once.
+
+    Hint: ``dW[ids] += dy`` keeps only the last of repeated ids; ``np.add.at``
+    accumulates them all.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., d)
+    cache : EmbeddingCache
+
+    Returns
+    -------
+    dW : ndarray of shape (n_rows, d)
     """
     d = dy.shape[-1]
+    ### BEGIN SOLUTION ex1_6
     dW = np.zeros((cache.n_rows, d), dtype=dy.dtype)
     np.add.at(dW, cache.ids.reshape(-1), dy.reshape(-1, d))
     return dW
+    ### END SOLUTION

@@ -28,7 +28,8 @@ class Exercise(NamedTuple):
     points : int
         Weight in the grade.
     requires : tuple of str
-        Exercises whose code this one calls, so their stubs block its tests.
+        Exercises whose code this one's tests call, so that their stubs
+        block its tests; tests/test_exercises.py checks the list is complete.
     """
 
     id: str
@@ -58,8 +59,8 @@ EXERCISES = (
     ),
     Exercise("ex1_5", "layer normalisation backward", 1, ("tinycond.layers:layer_norm_backward",), 3),
     Exercise("ex1_6", "MLP and embedding backward", 1, ("tinycond.layers:mlp_backward", "tinycond.layers:embedding_backward"), 2, ("ex1_2", "ex1_3")),
-    Exercise("ex2_1", "dense mixture forward", 2, ("tinycond.moe.dense:dense_moe_forward",), 2, ("ex1_6",)),
-    Exercise("ex2_2", "dense mixture backward", 2, ("tinycond.moe.dense:dense_moe_backward",), 3, ("ex1_4", "ex1_6")),
+    Exercise("ex2_1", "dense mixture forward", 2, ("tinycond.moe.dense:dense_moe_forward",), 2),
+    Exercise("ex2_2", "dense mixture backward", 2, ("tinycond.moe.dense:dense_moe_backward",), 3, ("ex1_4", "ex1_6", "ex2_1")),
     Exercise(
         "ex3_1",
         "top-k gating, both conventions",

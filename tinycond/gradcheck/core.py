@@ -131,13 +131,40 @@ def relative_error(analytic, numeric, floor: float = 0.0):
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Return the three-point central-difference gradient of a scalar ``f`` at ``x``.
+    r"""Return the three-point central-difference gradient of a scalar ``f`` at ``x``.
 
-    ``(f(x + h e_i) - f(x - h e_i)) / 2h`` for every entry ``i``. A plain
-    reference implementation for lesson 1; the checker uses
+    A plain reference implementation for lesson 1; the checker uses
     :func:`check_gradients`.
+
+    1. Start from ``grad`` of zeros, the shape of ``x``.
+    2. For every index ``i`` of ``x``: set ``x[i]`` to ``x[i] + h`` and
+       evaluate ``f``, then to ``x[i] - h`` and evaluate again, then put the
+       original value back.
+    3. ``grad[i] = (f_plus - f_minus) / (2 h)``.
+
+    Hint: ``np.ndindex(x.shape)`` walks every index of an array of any rank.
+
+    Parameters
+    ----------
+    f : callable
+        Takes an array shaped like ``x`` and returns a float.
+    x : array_like
+        The point; it is copied to float64, so the caller's array never changes.
+    h : float
+        Finite-difference step.
+
+    Returns
+    -------
+    grad : ndarray of float64, shape of ``x``
+
+    Notes
+    -----
+    .. math:: \frac{\partial f}{\partial x_i} \approx \frac{f(x + h e_i) - f(x - h e_i)}{2h}
+
+    with truncation error :math:`O(h^2)`.
     """
     x = np.array(x, dtype=np.float64)
+    ### BEGIN SOLUTION ex1_1
     grad = np.zeros_like(x)
     for index in np.ndindex(x.shape):
         original = x[index]
@@ -148,6 +175,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
         x[index] = original
         grad[index] = (f_plus - f_minus) / (2 * h)
     return grad
+    ### END SOLUTION
 
 
 def _validate_tensor(name: str, array) -> None:

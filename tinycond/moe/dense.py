@@ -31,6 +31,15 @@ class DenseMoECache(NamedTuple):
 def dense_moe_forward(x, W_gate, W1, b1, W2, b2, *, activation="relu"):
     r"""Run every expert on every token and mix the outputs with softmax gates.
 
+    1. ``gates``: the softmax of the router logits ``x @ W_gate``, shape (N, E).
+    2. ``expert_out``: every expert's MLP on every token, shape (E, N, d_out),
+       in one call of :func:`tinycond.layers.mlp_forward` with the stacked weights.
+    3. ``y``: for each token, the gate-weighted sum of the E expert outputs,
+       shape (N, d_out).
+    4. Return ``y`` and a :class:`DenseMoECache` of what backward needs.
+
+    Hint: ``np.einsum("ne,eno->no", ...)`` writes step 3 without a loop.
+
     Parameters
     ----------
     x : ndarray of shape (N, d_model)
@@ -53,14 +62,37 @@ def dense_moe_forward(x, W_gate, W1, b1, W2, b2, *, activation="relu"):
 
     where :math:`f_e` is expert e's two-layer MLP.
     """
+    ### BEGIN SOLUTION ex2_1
     gates = F.softmax(x @ W_gate)  # (N, E)
     expert_out, experts = L.mlp_forward(x, W1, b1, W2, b2, activation=activation)  # (E, N, d_out)
     y = np.einsum("ne,eno->no", gates, expert_out)  # (N, d_out)
     return y, DenseMoECache(x, W_gate, gates, expert_out, experts)
+    ### END SOLUTION
 
 
 def dense_moe_backward(dy, cache: DenseMoECache):
-    r"""Return ``(dx, dW_gate, dW1, db1, dW2, db2)``.
+    r"""Return the gradients of the dense mixture with respect to ``x`` and every weight.
+
+    1. Back through the mixing step: ``dgates`` of shape (N, E) and
+       ``dexpert_out`` of shape (E, N, d_out), from the equations below.
+    2. Back through the softmax gate to ``dlogits``, then through the linear
+       gate to ``dW_gate`` and the gate's share of ``dx``.
+    3. Back through the experts with :func:`tinycond.layers.mlp_backward`.
+    4. ``dx`` is the sum of the gate's and the experts' contributions.
+
+    Hint: ``x`` feeds both the gate and every expert, so it receives a
+    gradient from each path.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, d_out)
+    cache : DenseMoECache
+
+    Returns
+    -------
+    dx : ndarray of shape (N, d_model)
+    dW_gate : ndarray of shape (d_model, E)
+    dW1, db1, dW2, db2 : ndarray, shapes of the expert weights
 
     Notes
     -----
@@ -70,6 +102,7 @@ def dense_moe_backward(dy, cache: DenseMoECache):
     the expert gradient through each MLP. ``x`` receives both contributions.
     """
     x, W_gate, gates, expert_out, experts = cache
+    ### BEGIN SOLUTION ex2_2
     dgates = np.einsum("no,eno->ne", dy, expert_out)  # (N, E)
     dexpert_out = gates.T[:, :, None] * dy[None, :, :]  # (E, N, d_out)
 
@@ -79,6 +112,7 @@ def dense_moe_backward(dy, cache: DenseMoECache):
 
     dx_experts, dW1, db1, dW2, db2 = L.mlp_backward(dexpert_out, experts)
     return dx_gate + dx_experts, dW_gate, dW1, db1, dW2, db2
+    ### END SOLUTION
 
 
 def init_expert_weights(n_experts, d_model, d_hidden, d_out, rng, activation="relu", dtype=np.float64):
