@@ -225,3 +225,15 @@ def test_module_rejects_wrong_input_width(mode):
 def test_module_rejects_bad_input(x, error, match):
     with pytest.raises(error, match=match):
         TreeMoE(4, 3, 2, rng=0).forward(x)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_module_float32_stays_float32(mode):
+    module = TreeMoE(4, 3, 3, mode=mode, balance_coef=0.1, hardening_coef=0.1, rng=0, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((9, 4)).astype(np.float32)
+    y = module.forward(x)
+    dx = module.backward(np.ones_like(y))
+    assert y.dtype == np.float32, f"output dtype {y.dtype}, expected float32"
+    assert dx.dtype == np.float32, f"dx dtype {dx.dtype}, expected float32"
+    for name, grad in module.gradients():
+        assert grad.dtype == np.float32, f"gradient of {name} has dtype {grad.dtype}, expected float32"

@@ -117,6 +117,7 @@ def balance_penalty_backward(dpenalty, cache: BalancePenaltyCache):
     ### BEGIN SOLUTION ex4_5
     dalpha = dpenalty * dpenalty_dalpha
     share = np.where(total_reach > 0, dalpha / np.where(total_reach > 0, total_reach, 1.0), 0.0)  # (n_nodes,)
+    share = share.astype(node_probs.dtype, copy=False)  # the batch sums are float64; keep float32 models in float32
     dnode_probs = share[ids] * reach  # (N, K)
     dreach = share[ids] * (node_probs - alpha[ids])  # (N, K)
     return dnode_probs, dreach
