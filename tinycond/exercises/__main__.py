@@ -56,6 +56,7 @@ def _parser():
         help="run a student copy's tests and score each lesson",
         description="Run each lesson's unit tests (marker lessonN, notebooks excluded) in a separate interpreter with "
         "DIR as working directory and PYTHONPATH, then print passed/total and points per lesson and exercise. "
+        "Each exercise earns its points times the fraction of its tests (marker exN_M) that pass. "
         "A lesson that exceeds the time limit, crashes the interpreter or has a test file that cannot be imported "
         "scores 0; the other lessons are unaffected.",
     )
