@@ -40,7 +40,7 @@ def tree_descend(x, W_node, b_node, *, beta=1.0):
     3. Go to child :math:`2n + 2` (right) where :math:`z \ge 0`, else to :math:`2n + 1`.
 
     Hint: ``np.einsum("nd,nd->n", x, W_node[node])`` is the row-wise dot
-    product; never compute ``x @ W_node.T``, which evaluates every node.
+    product. Never compute ``x @ W_node.T``, which evaluates every node.
 
     Parameters
     ----------
@@ -68,7 +68,8 @@ def tree_descend(x, W_node, b_node, *, beta=1.0):
     node = np.zeros(N, dtype=np.intp)
     for level in range(depth):
         node_index[:, level] = node
-        z = beta * (np.einsum("nd,nd->n", x, W_node[node]) + b_node[node])  # (N,)
+        # np.take is W_node[node] without the general fancy-indexing machinery, and faster.
+        z = beta * (np.einsum("nd,nd->n", x, np.take(W_node, node, axis=0)) + np.take(b_node, node))  # (N,)
         node_logits[:, level] = z
         node = 2 * node + 1 + (z >= 0)
     return node_index, node_logits, node - n_inner
