@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from tinycond.bench.timing import time_interleaved
 from tinycond.bench.tree import flat_top1_route, tree_route
 from tinycond.data.toy import checkerboard
 from tinycond.gradcheck import check_function, check_module
@@ -344,8 +345,8 @@ for name, (model, history) in runs.items():
 #
 # * **No penalty.** The decisions stay soft (entropy near 0.4 nats, against
 #   0.69 for a coin flip), and the soft model leans on leaves that a sample
-#   reaches with small probability. Hard inference, which keeps only the
-#   most probable path, loses about 30 points.
+#   reaches with small probability. Hard inference, which keeps only one
+#   path, loses about 30 points.
 # * **Hardening.** The entropy falls and hard accuracy rises, but look at
 #   the partition below: the cheapest way to make every decision certain is
 #   to move the lines of the deeper nodes out of the square, so the whole
@@ -417,15 +418,12 @@ x = rng.standard_normal((2048, 128))
 for depth in (4, 6, 8):
     W_node, b_node, *_ = init_tree_weights(depth, 128, 1, 1, rng)
     W_router = rng.standard_normal((128, 2**depth)) / np.sqrt(128)
-    times = {}
-    for name, route in (("tree", lambda: tree_route(x, W_node, b_node)), ("flat", lambda: flat_top1_route(x, W_router))):
-        route()
-        start = time.perf_counter()
-        for _ in range(5):
-            route()
-        times[name] = (time.perf_counter() - start) / 5
-    print(f"D={depth}, E={2**depth:4d}: tree {1e3 * times['tree']:6.2f} ms, flat {1e3 * times['flat']:6.2f} ms, "
-          f"flat / tree = {times['flat'] / times['tree']:.1f} (multiply-add ratio {2**depth / depth:.0f})")
+    timings = time_interleaved(
+        {"tree": lambda: tree_route(x, W_node, b_node), "flat": lambda: flat_top1_route(x, W_router)}, repeats=5
+    )
+    tree_ms, flat_ms = 1e3 * timings["tree"].median, 1e3 * timings["flat"].median
+    print(f"D={depth}, E={2**depth:4d}: tree {tree_ms:6.2f} ms, flat {flat_ms:6.2f} ms, "
+          f"flat / tree = {flat_ms / tree_ms:.1f} (multiply-add ratio {2**depth / depth:.0f})")
 
 # %% [markdown]
 # ## Summary
