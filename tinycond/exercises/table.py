@@ -136,6 +136,16 @@ EXERCISES = (
     Exercise("ex5_1", "halting rule and step weights", 5, ("tinycond.act.halting:halting_step",), 1),
     Exercise("ex5_2", "adaptive computation time forward", 5, ("tinycond.act.halting:act_forward",), 3, ("ex5_1",)),
     Exercise("ex5_3", "adaptive computation time backward", 5, ("tinycond.act.halting:act_backward",), 4, ("ex1_2", "ex5_2")),
+    Exercise("ex6_1", "causal attention backward", 6, ("tinycond.attention:causal_attention_backward",), 4),
+    Exercise(
+        "ex6_2",
+        "multi-head self-attention backward",
+        6,
+        ("tinycond.attention:causal_self_attention_backward",),
+        3,
+        ("ex1_2", "ex6_1"),
+    ),
+    Exercise("ex6_3", "temperature and top-k sampling", 6, ("tinycond.lm.generate:sample_next",), 2),
 )
 
 
