@@ -52,7 +52,7 @@ def relu_backward(dy, cache: ReluCache):
 
 # GELU, tanh approximation
 
-_GELU_C = np.sqrt(2.0 / np.pi)
+_GELU_C = float(np.sqrt(2.0 / np.pi))  # a Python float, so float32 inputs stay float32
 
 
 class GeluCache(NamedTuple):

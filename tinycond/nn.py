@@ -181,19 +181,25 @@ class Activation(Module):
         return {}
 
 
-def ReLU():
-    """Return the ReLU activation module."""
-    return Activation("relu")
+class ReLU(Activation):
+    """Rectified linear unit, ``max(x, 0)``."""
+
+    def __init__(self):
+        super().__init__("relu")
 
 
-def GELU():
-    """Return the GELU (tanh approximation) activation module."""
-    return Activation("gelu")
+class GELU(Activation):
+    """GELU, tanh approximation."""
+
+    def __init__(self):
+        super().__init__("gelu")
 
 
-def Sigmoid():
-    """Return the logistic sigmoid activation module."""
-    return Activation("sigmoid")
+class Sigmoid(Activation):
+    """Logistic sigmoid."""
+
+    def __init__(self):
+        super().__init__("sigmoid")
 
 
 class Softmax(Module):

@@ -3,6 +3,8 @@
 from tinycond.gradcheck.core import (
     DEFAULT_STEP,
     DEFAULT_TOLERANCE,
+    EPS,
+    ROUNDOFF_FACTOR,
     GradcheckReport,
     GradientCheckError,
     TensorResult,
@@ -15,6 +17,8 @@ from tinycond.gradcheck.wrappers import check_function, check_module
 __all__ = [
     "DEFAULT_STEP",
     "DEFAULT_TOLERANCE",
+    "EPS",
+    "ROUNDOFF_FACTOR",
     "GradcheckReport",
     "GradientCheckError",
     "TensorResult",

@@ -111,9 +111,12 @@ class GradcheckReport:
         raise KeyError(f"no tensor named {name!r} in this report; tensors: {[t.name for t in self.tensors]}")
 
     def __str__(self) -> str:
-        lines = [f"gradient check of {self.function}", f"{'tensor':<24}{'checked':>8}{'skipped':>8}{'max rel error':>15}"]
+        header = f"{'tensor':<24}{'checked':>8}{'skipped':>8}{'max rel error':>15}{'direction':>11}  result"
+        lines = [f"gradient check of {self.function}", header]
         for t in self.tensors:
-            lines.append(f"{t.name:<24}{t.n_checked:>8}{len(t.skipped):>8}{t.max_rel_error:>15.2e}")
+            direction = "-" if t.direction_rel_error is None else f"{t.direction_rel_error:.2e}"
+            verdict = "FAIL" if t.failures else "ok"
+            lines.append(f"{t.name:<24}{t.n_checked:>8}{len(t.skipped):>8}{t.max_rel_error:>15.2e}{direction:>11}  {verdict}")
         return "\n".join(lines)
 
 
