@@ -11,8 +11,11 @@ update) at the tour's default size for four feed-forward layers:
 
 The headline is ``topk`` throughput over ``dense_same_total`` throughput:
 how much faster a model trains when each token uses k of E experts instead
-of all of their weights. The candidates are timed interleaved in one run
-(see :mod:`tinycond.bench.timing`); each number is the median over repeats.
+of all of their weights. Attention, the embeddings and the output head cost
+the same in every model, so the same ratios are also measured for the
+feed-forward layers alone (forward and backward on the B * T rows of one
+step). The candidates are timed interleaved in one run (see
+:mod:`tinycond.bench.timing`), and each number is the median over repeats.
 
 ``python -m tinycond`` runs with one BLAS thread (see ``tinycond/__main__.py``);
 run this module as ``OPENBLAS_NUM_THREADS=1 python -m tinycond.bench.lm`` to
@@ -28,7 +31,7 @@ import numpy as np
 
 from tinycond.bench.timing import time_interleaved
 from tinycond.data.text import build_corpus, load_text, sample_windows
-from tinycond.lm import LMConfig, TinyLM, ffn_flops_per_token
+from tinycond.lm import LMConfig, TinyLM, ffn_flops_per_token, make_feedforward
 from tinycond.lm.tour import BATCH_SIZE, CONTEXT, D_HIDDEN, D_MODEL, N_HEADS, N_LAYERS
 from tinycond.nn import CrossEntropyLoss
 from tinycond.optim import Adam
@@ -63,6 +66,23 @@ def _training_steps(model, x, y, n_steps):
     return steps
 
 
+def _layer_steps(layer, rows, n_steps):
+    """Return a callable that runs ``n_steps`` forward and backward passes of one feed-forward layer."""
+    dy = np.random.default_rng(1).standard_normal(rows.shape).astype(rows.dtype)
+
+    def steps():
+        for _ in range(n_steps):
+            layer.forward(rows)
+            layer.backward(dy)
+
+    return steps
+
+
+def _ratio(timings, fast, slow):
+    a, b = timings[fast], timings[slow]
+    return {"median": b.median / a.median, "low": b.low / a.high, "high": b.high / a.low}
+
+
 def run(quick: bool = False) -> dict:
     """Measure training throughput of each configuration; return tokens per second and ratios.
 
@@ -74,6 +94,8 @@ def run(quick: bool = False) -> dict:
         ((max - min) / median of the step time), ``active_flops`` and
         ``dense_same_total_flops`` per token; ``"topk_over_dense_same_total"``
         and ``"topk_over_dense"``: throughput ratios with their ranges.
+        ``"layers"``: the same ratios for the feed-forward layers alone,
+        with each layer's ``seconds`` per forward and backward pass.
     """
     repeats, steps_per_call = (2, 1) if quick else (5, 4)
     corpus = build_corpus(load_text(), context=CONTEXT)
@@ -86,6 +108,13 @@ def run(quick: bool = False) -> dict:
         flops[name] = ffn_flops_per_token(config)
     timings = time_interleaved(candidates, repeats=repeats, warmup=1)
 
+    rows = np.random.default_rng(2).standard_normal((x.size, D_MODEL)).astype(np.float32)  # (B T, d_model)
+    layer_candidates = {
+        name: _layer_steps(make_feedforward(config, rng=0, dtype=np.float32), rows, steps_per_call)
+        for name, config in configs(corpus.vocab.size).items()
+    }
+    layer_timings = time_interleaved(layer_candidates, repeats=repeats, warmup=1)
+
     models = {}
     for name, timing in timings.items():
         models[name] = {
@@ -97,18 +126,20 @@ def run(quick: bool = False) -> dict:
             "dense_same_total_flops": flops[name][1],
         }
 
-    def ratio(fast, slow):
-        a, b = timings[fast], timings[slow]
-        return {"median": b.median / a.median, "low": b.low / a.high, "high": b.high / a.low}
-
     return {
         "context": CONTEXT,
         "batch_size": BATCH_SIZE,
         "repeats": repeats,
         "steps_per_repeat": steps_per_call,
         "models": models,
-        "topk_over_dense_same_total": ratio("topk", "dense_same_total"),
-        "topk_over_dense": ratio("topk", "dense"),
+        "topk_over_dense_same_total": _ratio(timings, "topk", "dense_same_total"),
+        "topk_over_dense": _ratio(timings, "topk", "dense"),
+        "layers": {
+            "seconds": {name: t.median / steps_per_call for name, t in layer_timings.items()},
+            "spread": {name: t.spread for name, t in layer_timings.items()},
+            "topk_over_dense_same_total": _ratio(layer_timings, "topk", "dense_same_total"),
+            "topk_over_dense": _ratio(layer_timings, "topk", "dense"),
+        },
     }
 
 
@@ -120,9 +151,17 @@ def print_table(results: dict) -> None:
     for name, m in results["models"].items():
         span = f"{m['low']:,.0f}-{m['high']:,.0f}"
         print(f"  {name:<18}{m['tokens_per_second']:>10,.0f}{span:>18}{m['spread']:>8.0%}{m['active_flops']:>17,}")
-    for key, label in (("topk_over_dense_same_total", "top-k / dense of the same total parameters"),
-                       ("topk_over_dense", "top-k / dense of the same active width")):
+    ratios = (("topk_over_dense_same_total", "top-k / dense of the same total parameters"),
+              ("topk_over_dense", "top-k / dense of the same active width"))
+    for key, label in ratios:
         r = results[key]
+        print(f"  {label}: {r['median']:.2f}x (range {r['low']:.2f} to {r['high']:.2f})")
+    layers = results["layers"]
+    print("feed-forward layer alone, forward + backward on one step's rows")
+    for name, seconds in layers["seconds"].items():
+        print(f"  {name:<18}{1e3 * seconds:>8.1f} ms{layers['spread'][name]:>8.0%}")
+    for key, label in ratios:
+        r = layers[key]
         print(f"  {label}: {r['median']:.2f}x (range {r['low']:.2f} to {r['high']:.2f})")
 
 

@@ -45,6 +45,7 @@ D_HIDDEN = 128
 LEARNING_RATE = 1e-2
 VAL_FRACTION = 0.1
 DEFAULT_STEPS = 800
+EVAL_WINDOWS = 32  # validation windows per progress line; the final score uses the whole validation text
 SAMPLE_PROMPT = "The "
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 20
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", metavar="PATH", default=None,
                         help="write the trained model to this .npz file (parameters, configuration, vocabulary)")
     parser.add_argument("--load", metavar="PATH", default=None,
-                        help="start from a model written by --save; --router, --experts, --top-k, --depth "
-                             "and --text must match the saved model")
+                        help="start from a model written by --save (the optimizer state starts afresh); "
+                             "--router, --experts, --top-k, --depth and --text must match the saved model")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="folder for the figures (PNG); default: $TINYCOND_FIGURES, else figures/ "
                              "at the repository root")
@@ -160,13 +161,14 @@ def run(args, log=print) -> TourResult:
 
     history = None
     if args.steps > 0:
-        log(f"training {args.steps} steps of {BATCH_SIZE} windows x {CONTEXT} characters (seed {args.seed}, float32)")
+        log(f"training {args.steps} steps of {BATCH_SIZE} windows x {CONTEXT} characters (seed {args.seed}, float32); "
+            f"progress lines score validation on {EVAL_WINDOWS} windows")
         history = train_lm(
             model, corpus, steps=args.steps, batch_size=BATCH_SIZE, lr=LEARNING_RATE,
-            rng=np.random.default_rng(train_seed), log=log,
+            eval_windows_count=EVAL_WINDOWS, rng=np.random.default_rng(train_seed), log=log,
         )
 
-    val_bpc = evaluate_bpc(model, corpus.val, max_windows=256)
+    val_bpc = evaluate_bpc(model, corpus.val, max_windows=None)
     active_params, total_params = model.parameter_counts()
     active_flops, dense_flops = ffn_flops_per_token(config)
     counts = expert_usage(model, corpus.val, corpus.vocab.char_classes(), max_windows=256)
@@ -176,7 +178,8 @@ def run(args, log=print) -> TourResult:
 
     log("")
     log("results")
-    log(f"  validation bits per character   {val_bpc:.3f}   (uniform guess: {np.log2(config.vocab_size):.2f})")
+    log(f"  validation bits per character   {val_bpc:.3f}   (all {corpus.val.size:,} validation characters; "
+        f"uniform guess: {np.log2(config.vocab_size):.2f})")
     log(f"  parameters, active / total      {active_params:,} / {total_params:,}   ({active_params / total_params:.0%} active per token)")
     log(f"  feed-forward FLOPs per token    {active_flops:,} active / {dense_flops:,} for a dense model of the same "
         f"total size   ({active_flops / dense_flops:.2f}x)")

@@ -64,12 +64,12 @@ def clip_gradients(model, max_norm: float) -> float:
     return norm
 
 
-def evaluate_bpc(model, ids, *, max_windows: int = 64, batch_size: int = 32) -> float:
+def evaluate_bpc(model, ids, *, max_windows: int | None = 64, batch_size: int = 32) -> float:
     """Return bits per character of ``model`` on ``ids``, in evaluation mode.
 
     The text is cut into consecutive windows of the model's context (at most
-    ``max_windows``, spread over the text), so the number is the same on
-    every call.
+    ``max_windows``, spread over the text; None keeps every window), so the
+    number is the same on every call.
     """
     x, y = eval_windows(ids, model.config.context, max_windows=max_windows)
     was_training = model.training
