@@ -207,7 +207,8 @@ def act_forward(x, W_x, W_s, b, w_h, b_h, *, max_steps, epsilon=DEFAULT_EPSILON)
     ### BEGIN SOLUTION ex5_2
     N, T, d_in = x.shape
     d_hidden = W_s.shape[0]
-    x_proj = x @ W_x[:d_in] + b  # (N, T, d_hidden), shared by every ponder step
+    # One 2-D product for all input steps; it is the same at every ponder step.
+    x_proj = (x.reshape(N * T, d_in) @ W_x[:d_in] + b).reshape(N, T, d_hidden)  # (N, T, d_hidden)
     flag = W_x[d_in]  # (d_hidden,) added at the first ponder step only
 
     states = np.zeros((N, T, d_hidden))
@@ -364,11 +365,12 @@ def act_backward(dy, cache: ActCache):
             else:
                 dstate_from_next = dprevious
 
-    dx = dx_proj @ W_x[:d_in].T  # (N, T, d_in)
+    dx_proj = dx_proj.reshape(N * T, d_hidden)  # (N * T, d_hidden)
+    dx = (dx_proj @ W_x[:d_in].T).reshape(N, T, d_in)  # (N, T, d_in)
     dW_x = np.empty_like(W_x)
-    dW_x[:d_in] = x.reshape(-1, d_in).T @ dx_proj.reshape(-1, d_hidden)
+    dW_x[:d_in] = x.reshape(N * T, d_in).T @ dx_proj
     dW_x[d_in] = dflag
-    db = dx_proj.sum(axis=(0, 1))
+    db = dx_proj.sum(axis=0)
     return dx, dW_x, dW_s, db, dw_h, db_h
     ### END SOLUTION
 
