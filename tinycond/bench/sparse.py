@@ -20,7 +20,10 @@ candidates interleaved (see :mod:`tinycond.bench.timing`):
    experts' smaller shapes.
 
 Run ``python -m tinycond.bench.sparse`` (``--quick`` for a smoke run of a
-few seconds). No test asserts these timings.
+few seconds). No test asserts these timings. BLAS threading changes the
+small per-expert products more than the large ones, so compare runs with
+``OPENBLAS_NUM_THREADS=1`` (or your BLAS's variable) set before Python
+starts against the default.
 """
 
 from __future__ import annotations
