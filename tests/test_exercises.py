@@ -19,7 +19,8 @@ from tinycond.exercises.__main__ import main
 from tinycond.exercises.build import TEACHER_ONLY, build_student_copy, reset_regions
 from tinycond.exercises.files import PROJECT_ROOT, project_files
 from tinycond.exercises.grade import grade, grade_lesson, run_lesson_tests
-from tinycond.exercises.regions import RegionError, fill_text, is_blank, parse_regions, scan_project, solution_leaks
+from tinycond.exercises.project import scan_project, solution_leaks
+from tinycond.exercises.regions import RegionError, fill_text, is_blank, parse_regions
 from tinycond.exercises.table import exercise_by_id, prerequisites
 
 

@@ -12,7 +12,8 @@
 
 Modules: :mod:`~tinycond.exercises.table` (the one list of exercises),
 :mod:`~tinycond.exercises.regions` (parsing, checking and blanking solution
-regions), :mod:`~tinycond.exercises.build` (student copy and reset),
+regions in one file), :mod:`~tinycond.exercises.project` (the checks over a
+whole project), :mod:`~tinycond.exercises.build` (student copy and reset),
 :mod:`~tinycond.exercises.grade` and its pytest plugin
 :mod:`~tinycond.exercises.pytest_report`.
 """

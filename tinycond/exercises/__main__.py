@@ -11,7 +11,8 @@ from pathlib import Path
 from tinycond.exercises.build import build_student_copy, parse_lessons, reset_regions
 from tinycond.exercises.files import PROJECT_ROOT
 from tinycond.exercises.grade import DEFAULT_TIME_LIMIT, format_gradebook, grade
-from tinycond.exercises.regions import RegionError, is_blank, scan_project
+from tinycond.exercises.project import scan_project
+from tinycond.exercises.regions import RegionError, is_blank
 from tinycond.exercises.table import EXERCISES, exercise_by_id, exercises_of_lessons, lessons_with_exercises
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tinycond.exercises.files import PROJECT_ROOT, project_files
-from tinycond.exercises.regions import RegionError, blank_text, is_blank, scan_project, solution_leaks
+from tinycond.exercises.project import scan_project, solution_leaks
+from tinycond.exercises.regions import RegionError, blank_text, is_blank
 from tinycond.exercises.table import EXERCISES, lessons_with_exercises
 
 # Files a student copy leaves out: the test of this generator builds a copy of
