@@ -10,6 +10,10 @@ Scores: each exercise earns ``points * passed / total`` over the tests marked
 with its id; a lesson's score is the sum over its exercises, and the total is
 the sum over lessons. Skipped and expected-to-fail tests count in neither
 ``passed`` nor ``total``.
+
+NOTE: the grader runs the tests found in the copy, with the grader's user
+rights and no sandbox. A student can edit those tests, so for marks that
+count, copy the student's ``tinycond/`` into a fresh student copy first.
 """
 
 from __future__ import annotations
