@@ -10,9 +10,7 @@ import re
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from tinycond import notebooks
 
@@ -29,6 +27,10 @@ def _lesson_param(path: Path):
 
 @pytest.mark.parametrize("path", [_lesson_param(p) for p in LESSONS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
+    # Imported here so that collecting the other tests stays fast.
+    import nbformat
+    from nbclient import NotebookClient
+
     monkeypatch.setenv("TINYCOND_FIGURES", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)

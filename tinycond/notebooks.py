@@ -9,6 +9,7 @@ readable and notebooks never hold stale results.
 Usage::
 
     python -m tinycond.notebooks build    # regenerate every .ipynb
+    python -m tinycond.notebooks build 03 # regenerate lesson 3 only
     python -m tinycond.notebooks check    # exit 1 if any .ipynb is out of date
 """
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import nbformat
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
 SOURCE_DIR = LESSONS_DIR / "src"
@@ -55,6 +54,8 @@ def parse_percent(text: str):
 
 def build_notebook(source: Path):
     """Return the notebook object for one percent-format source file."""
+    import nbformat  # imported here: it is slow to import and most callers never need it
+
     nb = nbformat.v4.new_notebook()
     for kind, body in parse_percent(source.read_text(encoding="utf-8")):
         if kind == "markdown":
@@ -75,6 +76,8 @@ def notebook_path(source: Path) -> Path:
 
 def render(source: Path) -> str:
     """Return the JSON text of the notebook generated from ``source``."""
+    import nbformat
+
     return nbformat.writes(build_notebook(source)) + "\n"
 
 
@@ -85,10 +88,14 @@ def sources():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinycond.notebooks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("build", "check"), help="build: write every .ipynb; check: report stale ones")
+    parser.add_argument("command", choices=("build", "check"), help="build: write the .ipynb files; check: report stale ones")
+    parser.add_argument("lessons", nargs="*", help="lesson numbers or name prefixes to limit to, for example 03 (default: all)")
     args = parser.parse_args(argv)
+    chosen = [s for s in sources() if not args.lessons or any(s.stem.startswith(p.zfill(2)) for p in args.lessons)]
+    if not chosen:
+        parser.error(f"no lesson source in {SOURCE_DIR} matches {' '.join(args.lessons)}")
     stale = []
-    for source in sources():
+    for source in chosen:
         target = notebook_path(source)
         text = render(source)
         if args.command == "build":
