@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tinycond.data.text import build_corpus, load_text, min_text_chars
+from tinycond.data.text import VAL_BLOCK_CHARS, build_corpus, load_text, min_text_chars
 from tinycond.lm import (
     LMConfig,
     TinyLM,
@@ -77,26 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
             "then print validation bits per character, active and total parameters, feed-forward "
             "FLOPs per token, expert utilisation and a generated sample, and write figures."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--text", metavar="PATH", default=None,
                         help="UTF-8 text file to train on; by default the Python Language Reference bundled "
-                             "with CPython (pydoc_data.topics, about 460 KB). The last 10%% of the characters validate.")
+                             "with CPython (pydoc_data.topics, about 460 KB). Every tenth block of about "
+                             f"{VAL_BLOCK_CHARS:,} characters is kept for validation.")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
                         help=f"training steps (optimizer updates), each on {BATCH_SIZE} windows of {CONTEXT} "
-                             f"characters; 0 skips training (useful with --load)")
+                             f"characters; 0 skips training (useful with --load). Default: %(default)s")
     parser.add_argument("--router", choices=("dense", "topk", "tree"), default="topk",
-                        help="feed-forward layer: a dense MLP, a top-k mixture of experts, or a decision-tree router")
+                        help="feed-forward layer: a dense MLP, a top-k mixture of experts, or a decision-tree "
+                             "router. Default: %(default)s")
     parser.add_argument("--experts", type=int, default=8, metavar="E",
-                        help="number of experts of the top-k mixture (count)")
+                        help="number of experts of the top-k mixture (count). Default: %(default)s")
     parser.add_argument("--top-k", type=int, default=2, metavar="K",
                         help=f"experts each character visits (count); each expert is {D_HIDDEN}/K hidden units "
-                             f"wide, so every router spends the same feed-forward FLOPs per character")
+                             f"wide, so every router spends the same feed-forward FLOPs per character. Default: %(default)s")
     parser.add_argument("--depth", type=int, default=3, metavar="D",
-                        help=f"depth of the tree router (levels); it has 2**D leaf MLPs of {D_HIDDEN} hidden units")
+                        help=f"depth of the tree router (levels); it has 2**D leaf MLPs of {D_HIDDEN} hidden units. "
+                             f"Default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="integer seed of the initial weights, the training windows and the sample; "
-                             "the same seed gives the same numbers")
+                             "the same seed gives the same numbers. Default: %(default)s")
     parser.add_argument("--save", metavar="PATH", default=None,
                         help="write the trained model to this .npz file (parameters, configuration, vocabulary)")
     parser.add_argument("--load", metavar="PATH", default=None,
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for the figures (PNG); default: $TINYCOND_FIGURES, else figures/ "
                              "at the repository root")
     parser.add_argument("--sample-chars", type=int, default=300, metavar="N",
-                        help="characters to generate after training")
+                        help="characters to generate after training. Default: %(default)s")
     return parser
 
 
