@@ -1,20 +1,25 @@
 """Benchmark: adaptive computation time against running every sample for max_steps.
 
 On one batch in float64, :func:`tinycond.act.act_forward` plus
-:func:`tinycond.act.act_backward` runs twice per repetition:
+:func:`tinycond.act.act_backward` runs three times per repetition:
 
 * **ACT**: the halting bias is set (by bisection) so that the mean number
   of ponder steps N(t) is a chosen fraction of ``max_steps``, with a spread
   of halting steps across samples because the halting unit reads the state;
 * **fixed**: the same layer with a halting bias of -1e4, so every halting
   probability is exactly 0, every sample runs ``max_steps`` steps and takes
-  the last state with weight R = 1: a fixed-depth recurrent network.
+  the last state with weight R = 1: a fixed-depth recurrent network;
+* **fixed at the mean depth**: the same, with ``max_steps`` set to the mean
+  N(t) of the ACT run rounded to an integer.
 
 Compaction makes ACT's work proportional to the ponder steps taken, so the
 time ratio ACT / fixed should be close to the ideal ``mean N / max_steps``.
 The goal is a ratio at most 1.3 times the ideal at ``mean N = max_steps / 4``.
-The two passes alternate within each repetition, so both see the same machine
-load; tables give the median ratio over repetitions and its range.
+Costs that do not grow with the steps (the input projection, allocations)
+push the ratio above the ideal at small fractions; ACT against the network
+fixed at its mean depth isolates what compaction itself costs, and should be
+close to 1. The passes alternate within each repetition, so all see the same
+machine load; tables give the median ratio over repetitions and its range.
 
 Run ``python -m tinycond.bench.act`` (``--quick`` for a smoke run).
 """
@@ -89,7 +94,9 @@ def measure_fraction(fraction, x, weights, *, max_steps, repeats, rng):
         ``mean_steps`` (the mean N(t) reached), ``ideal`` (mean N(t) / max_steps),
         ``act_s`` and ``fixed_s`` (median seconds of forward plus backward),
         ``ratio`` (median over repetitions of ACT / fixed) with
-        ``ratio_range`` (min, max), and ``ratio_over_ideal``.
+        ``ratio_range`` (min, max), ``ratio_over_ideal``, and
+        ``mean_depth``, ``mean_depth_s`` and ``act_over_mean_depth`` for the
+        network fixed at the rounded mean depth.
     """
     target = fraction * max_steps
     bias = calibrate_halting_bias(x, weights, target, max_steps)
@@ -98,14 +105,17 @@ def measure_fraction(fraction, x, weights, *, max_steps, repeats, rng):
     steps = float(cache.n_steps.mean())
     upstream = _upstream(x, weights, rng)
 
-    act_times, fixed_times = [], []
+    depth = max(1, int(round(steps)))
+    passes = {"act": (act_bias, max_steps), "fixed": (fixed_bias, max_steps), "mean_depth": (fixed_bias, depth)}
+    times = {name: [] for name in passes}
     _forward_backward(x, weights, fixed_bias, max_steps, upstream)  # warm-up
     for _ in range(repeats):
-        for b_h, times in ((act_bias, act_times), (fixed_bias, fixed_times)):
+        for name, (b_h, steps_allowed) in passes.items():
             start = time.perf_counter()
-            _forward_backward(x, weights, b_h, max_steps, upstream)
-            times.append(time.perf_counter() - start)
-    ratios = np.array(act_times) / np.array(fixed_times)
+            _forward_backward(x, weights, b_h, steps_allowed, upstream)
+            times[name].append(time.perf_counter() - start)
+    act_times, fixed_times, depth_times = (np.array(times[name]) for name in passes)
+    ratios = act_times / fixed_times
     ideal = steps / max_steps
     ratio = float(np.median(ratios))
     return {
@@ -117,6 +127,9 @@ def measure_fraction(fraction, x, weights, *, max_steps, repeats, rng):
         "ratio": ratio,
         "ratio_range": (float(ratios.min()), float(ratios.max())),
         "ratio_over_ideal": ratio / ideal,
+        "mean_depth": depth,
+        "mean_depth_s": float(np.median(depth_times)),
+        "act_over_mean_depth": float(np.median(act_times / depth_times)),
     }
 
 
@@ -159,14 +172,17 @@ def format_table(results) -> str:
     lines = [
         f"adaptive computation time: batch {c['n_samples']}, T {c['T']}, d_in {c['d_in']}, d_hidden {c['d_hidden']}, "
         f"max_steps {c['max_steps']}, {c['dtype']}, forward + backward, median of {c['repeats']} repetitions (range in brackets)",
-        f"{'mean N':>7} {'ideal':>6} {'ACT ms':>8} {'fixed ms':>9} {'ACT/fixed':>9} {'range':>13} {'/ideal':>7}",
+        f"{'mean N':>7} {'ideal':>6} {'ACT ms':>8} {'fixed ms':>9} {'ACT/fixed':>9} {'range':>13} {'/ideal':>7} "
+        f"{'depth':>6} {'depth ms':>9} {'ACT/depth':>9}",
     ]
     for r in results["rows"]:
         spread = "[{:.3f}-{:.3f}]".format(*r["ratio_range"])
         lines.append(
             f"{r['mean_steps']:>7.2f} {r['ideal']:>6.3f} {1e3 * r['act_s']:>8.1f} {1e3 * r['fixed_s']:>9.1f} "
-            f"{r['ratio']:>9.3f} {spread:>13} {r['ratio_over_ideal']:>7.2f}"
+            f"{r['ratio']:>9.3f} {spread:>13} {r['ratio_over_ideal']:>7.2f} "
+            f"{r['mean_depth']:>6} {1e3 * r['mean_depth_s']:>9.1f} {r['act_over_mean_depth']:>9.2f}"
         )
+    lines.append("depth: a fixed network with max_steps = the rounded mean N; ACT/depth is what compaction costs")
     lines.append(f"goal: ACT/fixed at most {c['goal_over_ideal']} x ideal at mean N = max_steps / 4")
     return "\n".join(lines)
 
