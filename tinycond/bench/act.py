@@ -16,9 +16,9 @@ Compaction makes ACT's work proportional to the ponder steps taken, so the
 time ratio ACT / fixed should be close to the ideal ``mean N / max_steps``.
 The goal is a ratio at most 1.3 times the ideal at ``mean N = max_steps / 4``.
 Costs that do not grow with the steps (the input projection, allocations)
-push the ratio above the ideal at small fractions; ACT against the network
-fixed at its mean depth isolates what compaction itself costs, and should be
-close to 1. The passes alternate within each repetition, so all see the same
+push the ratio above the ideal at small fractions. ACT against the network
+fixed at its mean depth isolates what compaction itself costs, which should
+be close to 1. The passes alternate within each repetition, so all see the same
 machine load; tables give the median ratio over repetitions and its range.
 
 Run ``python -m tinycond.bench.act`` (``--quick`` for a smoke run).
