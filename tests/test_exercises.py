@@ -5,6 +5,7 @@ so each test keeps to a few runs over the unit tests that matter to it and
 never runs the notebooks.
 """
 
+import ast
 import hashlib
 import json
 import re
@@ -20,8 +21,8 @@ from tinycond.exercises.build import TEACHER_ONLY, build_student_copy, reset_reg
 from tinycond.exercises.files import PROJECT_ROOT, project_files
 from tinycond.exercises.grade import grade, grade_lesson, run_lesson_tests
 from tinycond.exercises.project import scan_project, solution_leaks
-from tinycond.exercises.regions import RegionError, fill_text, is_blank, parse_regions
-from tinycond.exercises.table import exercise_by_id, prerequisites
+from tinycond.exercises.regions import STUB_MESSAGE, RegionError, fill_text, is_blank, parse_regions
+from tinycond.exercises.table import Exercise, exercise_by_id, prerequisites
 
 
 def _tree_digest(root: Path) -> str:
@@ -128,6 +129,83 @@ def test_markers_sound_and_copy_clean(tmp_path):
         own = [r for r in regions if r.path == path]
         leaks = solution_leaks((copy / path).read_text(encoding="utf-8"), (PROJECT_ROOT / path).read_text(encoding="utf-8"), own, path)
         assert not leaks, "solution text in the copy:\n" + "\n".join(leaks)
+
+
+# Stub messages name the quantity in plain words
+
+# Type names, which never name the quantity a learner computes.
+TYPE_WORDS = {"ndarray", "tuple", "float", "int", "bool", "list", "dict"}
+
+
+def _stub_messages(copy: Path) -> dict:
+    """Return ``{(path, function): message}`` for every ``raise NotImplementedError("exN_M ...")`` in ``copy``."""
+    messages = {}
+    for path in project_files(copy):
+        if not (path.startswith("tinycond/") and path.endswith(".py")):
+            continue
+        for node in ast.walk(ast.parse((copy / path).read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for statement in ast.walk(node):
+                call = statement.exc if isinstance(statement, ast.Raise) else None
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "NotImplementedError" and call.args:
+                    argument = call.args[0]
+                    if isinstance(argument, ast.Constant) and STUB_MESSAGE.match(str(argument.value)):
+                        messages[(path, node.name)] = argument.value
+    return messages
+
+
+def test_stub_messages_plain(tmp_path):
+    copy = tmp_path / "copy"
+    result = build_student_copy(copy, source=PROJECT_ROOT)
+    messages = _stub_messages(copy)
+    expected = {(r.path, r.function_name.rsplit(".", 1)[-1]) for r in result.blanked}
+    assert set(messages) == expected, f"stubs found {sorted(set(messages) ^ expected)} differ from the blanked regions"
+    for (path, function), message in sorted(messages.items()):
+        assert "`" not in message, f"{function}: backticks in {message!r}"
+        assert ":math:" not in message, f"{function}: reST math role in {message!r}"
+        assert ":func:" not in message, f"{function}: reST cross-reference in {message!r}"
+        assert "\\" not in message, f"{function}: LaTeX in {message!r}"
+        assert "compute return" not in message.lower(), f"{function}: 'compute return' in {message!r}"
+        named = re.search(rf" in (\w+\.)*{function} \({re.escape(path)}\)", message)
+        assert named, f"{function}: the message does not name {function} in {path}: {message!r}"
+        quantity = re.search(r": compute (.+?) in [\w.]+ \(", message)
+        assert quantity, f"{function}: no 'compute ... in' phrase in {message!r}"
+        first_word = quantity.group(1).split()[0].strip(",")
+        assert first_word.lower() not in TYPE_WORDS, f"{function}: the quantity starts with a type name: {message!r}"
+        assert not first_word[:1].isupper(), f"{function}: the quantity starts with a class name: {message!r}"
+
+
+QUANTITIES = {
+    "named returns": ('"""Return the gradients.\n\n    Returns\n    -------\n    dx : ndarray of shape (N, d)\n    dW, db : ndarray\n        Shapes of W and b.\n\n    Notes\n    -----\n    x : y\n    """', "dx, dW and db"),
+    "one name": ('"""Run it.\n\n    Returns\n    -------\n    y : ndarray of shape (N, d)\n    """', "y"),
+    "unnamed type, literal summary": ('"""Return ``(dx, dW)`` for the layer.\n\n    Returns\n    -------\n    tuple of ndarray\n    """', "dx and dW"),
+    "literal summary with math": ('r"""Return ``dlogits`` of shape (N, E): :math:`\\frac{2}{N} z`."""', "dlogits"),
+    "summary with markup": ('"""Compute the ``top_k`` gates of :func:`softmax`: one per token."""', "the top_k gates of softmax"),
+    "unnamed type, plain summary": ('"""Returns the dispatch plan.\n\n    Returns\n    -------\n    DispatchPlan\n    """', "the dispatch plan"),
+    "summary with another verb": ('"""Run every expert on every token."""', "the result of f"),
+    "no docstring": ("", "the result of f"),
+}
+
+
+@pytest.mark.parametrize("case", QUANTITIES)
+def test_stub_quantity_from_docstring(case):
+    docstring, quantity = QUANTITIES[case]
+    text = f"def f(x):\n    {docstring}\n    ### BEGIN SOLUTION ex1_2\n    return x\n    ### END SOLUTION\n"
+    table = (Exercise("ex1_2", "a test exercise", 1, ("tinycond.layers:f",), 1),)
+    regions, problems = parse_regions(text, "tinycond/layers.py", table)
+    assert not problems, f"{case}: {problems}"
+    assert regions[0].quantity == quantity, f"{case}: quantity {regions[0].quantity!r}, expected {quantity!r}"
+
+
+def test_list_shows_file_of_each_function(capsys):
+    assert main(["list"]) == 0
+    output = capsys.readouterr().out
+    for exercise in EXERCISES:
+        for function in exercise.functions:
+            module, name = function.split(":", 1)
+            where = f"{module.replace('.', '/')}.py:{name}"
+            assert re.search(rf"(^|\s){re.escape(where)}$", output, re.MULTILINE), f"list does not show {where}:\n{output}"
 
 
 def _run_with_group_blank(tmp_path, number, group):

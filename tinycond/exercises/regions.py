@@ -273,26 +273,82 @@ def _docstring_node(function):
 
 
 def _quantity(function) -> str:
-    """Name what ``function`` computes, from its docstring's Returns section or summary."""
+    """Name what ``function`` computes, in plain words, for its stub's message.
+
+    The names of the docstring's ``Returns`` entries (``name : type``) come
+    first. Without named entries, the summary line is used: the names in a
+    leading literal such as ``(dx, dW)``, else the summary itself without
+    its leading "Return" or "Compute" and without reST markup. A summary
+    that starts with another verb ("Run ...") does not follow "compute", so
+    then the quantity is "the result of <function>".
+    """
     doc = ast.get_docstring(function) or ""
-    lines = doc.splitlines()
-    names = []
-    for number, line in enumerate(lines[:-1]):
-        if line.strip() == "Returns" and set(lines[number + 1].strip()) == {"-"}:
-            for entry in lines[number + 2 :]:
-                if entry.strip() and set(entry.strip()) == {"-"}:
-                    names.pop()  # the previous line was the next section's title
-                    break
-                match = re.match(r"^(\w+(?:\s*,\s*\w+)*)\s*:", entry)
-                if match:
-                    names.append(match.group(1))
-                elif entry and not entry.startswith(" "):
-                    names.append(entry.strip())
-            break
+    summary = doc.strip().splitlines()[0] if doc.strip() else ""
+    names = _returned_names(doc.splitlines()) or _summary_names(summary)
     if names:
-        return ", ".join(names)
-    summary = doc.strip().splitlines()[0].rstrip(".") if doc.strip() else f"the result of {function.name}"
-    return summary[:1].lower() + summary[1:]
+        return _join_words(names)
+    if _LEADING_VERB.match(summary):
+        phrase = _summary_phrase(summary)
+        if phrase:
+            return phrase
+    return f"the result of {function.name}"
+
+
+# A named numpydoc entry, "dx : ndarray" or "dW1, db1 : ndarray", at the start of its line.
+_RETURNS_ENTRY = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s*:(?!:)")
+_LEADING_VERB = re.compile(r"^(?:Returns?|Computes?)\s+", re.IGNORECASE)
+_LEADING_LITERAL = re.compile(r"^``\(?\s*(\w+(?:\s*,\s*\w+)*)\s*\)?``")
+# LaTeX in :math:`...` does not read as text, so it is dropped. Other roles,
+# such as :func:`name`, keep their target.
+_MATH_ROLE = re.compile(r":math:`[^`]*`")
+_OTHER_ROLE = re.compile(r":\w+:`~?([^`]*)`")
+
+
+def _returned_names(lines) -> list:
+    """Return the names of the ``name : type`` entries of a numpydoc ``Returns`` section."""
+    for number, line in enumerate(lines[:-1]):
+        if line.strip() == "Returns" and _is_underline(lines[number + 1]):
+            section = lines[number + 2 :]
+            break
+    else:
+        return []
+    names = []
+    for number, entry in enumerate(section):
+        if number + 1 < len(section) and _is_underline(section[number + 1]):
+            break  # a line above a line of dashes is the next section's title
+        match = _RETURNS_ENTRY.match(entry)
+        if match:
+            names.extend(name.strip() for name in match.group(1).split(","))
+    return names
+
+
+def _is_underline(line: str) -> bool:
+    return bool(line.strip()) and set(line.strip()) == {"-"}
+
+
+def _summary_names(summary: str) -> list:
+    """Return the names in a summary that starts like "Return ``(dx, dW)`` ...", else ``[]``."""
+    match = _LEADING_LITERAL.match(_LEADING_VERB.sub("", summary.strip()))
+    return [name.strip() for name in match.group(1).split(",")] if match else []
+
+
+def _summary_phrase(summary: str) -> str:
+    """Return the summary line as a lowercase phrase, without the leading verb, markup or elaboration."""
+    text = _LEADING_VERB.sub("", summary.strip())
+    text = _MATH_ROLE.sub("", text)
+    text = _OTHER_ROLE.sub(r"\1", text)
+    text = text.replace("``", "").replace("`", "")
+    text = re.split(r"[:;]\s", text, maxsplit=1)[0]  # what follows a colon elaborates
+    text = " ".join(text.split()).rstrip(" .,:;")
+    return text[:1].lower() + text[1:]
+
+
+def _join_words(words) -> str:
+    """Return ``"a"``, ``"a and b"`` or ``"a, b and c"``."""
+    words = list(words)
+    if len(words) == 1:
+        return words[0]
+    return f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 # Blanking and filling

@@ -148,7 +148,9 @@ def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position"
 
     Returns
     -------
-    DispatchPlan
+    plan : DispatchPlan
+        Where each kept assignment goes, grouped by expert, and which
+        assignments were dropped.
 
     Notes
     -----
@@ -217,7 +219,7 @@ def combine_slots(values, plan: DispatchPlan, n_tokens):
 
     Returns
     -------
-    ndarray of shape (N, d)
+    token_rows : ndarray of shape (N, d)
         Row t is the sum of the rows of token t's kept assignments; a token
         whose assignments were all dropped gets a zero row.
 

@@ -233,6 +233,14 @@ def sparse_moe_backward(dout, cache: SparseMoECache):
 
     Hint: a dropped assignment is not in the plan, so its gate and its
     expert get no gradient from ``dy``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, d_model)
+    dW_gate : ndarray of shape (d_model, E)
+    dW1, db1, dW2, db2 : ndarray, shapes of the expert weights
+    dW_noise : ndarray of shape (d_model, E)
+        Only when ``W_noise`` was given; zero when the forward pass drew no noise.
     """
     ### BEGIN SOLUTION ex3_6
     dy, daux = dout
