@@ -163,11 +163,18 @@ def _list(args) -> int:
             status = "written"
         else:
             status = "partly blank"
-        functions = ", ".join(name.split(":", 1)[1] for name in exercise.functions)
-        rows.append((exercise.id, str(exercise.points), status, exercise.title, functions))
+        paths = {r.function: r.path for r in own}
+        for number, function in enumerate(exercise.functions):
+            # scan_project has checked that every listed function has a region, so the path is known.
+            where = f"{paths[function]}:{function.split(':', 1)[1]}"
+            if number == 0:
+                rows.append((exercise.id, str(exercise.points), status, exercise.title, where))
+            else:
+                rows.append(("", "", "", "", where))  # one function a line, under its exercise
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3].ljust(widths[3]), row[4]]))
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3].ljust(widths[3]), row[4]]
+        print("  ".join(cells).rstrip())
     print("check one exercise with: pytest -m ID; a whole lesson with: pytest -m lessonN")
     return 0
 
