@@ -173,6 +173,13 @@ for label, error in (("three-point, float64", error_3), ("five-point, float64", 
     best = np.argmin(error)
     print(f"{label:<22} best step {steps[best]:.1e}, smallest relative error {error[best]:.1e}")
 
+at_default = np.argmin(np.abs(steps - DEFAULT_STEP))
+good_range = (steps > 0.9e-5) & (steps < 1.1e-3)  # h from 1e-5 to 1e-3
+print(f"at the checker step h = {DEFAULT_STEP:g}: three-point {error_3[at_default]:.1e}, five-point {error_5[at_default]:.1e}")
+print(f"five-point, largest error for h from 1e-5 to 1e-3: {error_5[good_range].max():.1e}")
+print(f"float32, second smallest error: {np.sort(error_32)[1]:.1e}")
+print(f"at h = {steps[0]:.0e}: three-point {error_3[0]:.1e}, five-point {error_5[0]:.1e}, float32 {error_32[0]:.1e}")
+
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 5))
 floor = 1e-17  # zero errors (exact cancellations) are drawn at this level
@@ -210,13 +217,22 @@ plt.show()
 # predict. On the left, round-off dominates and both curves rise with slope
 # -1, the same for both stencils, because round-off does not depend on how
 # many points the stencil uses. The five-point stencil reaches a lower
-# minimum at a larger step: between $h = 10^{-5}$ and $10^{-3}$ its error
-# stays below about $10^{-11}$, at least four orders of magnitude below the
-# tolerance, and at $h = 10^{-4}$ it is about $10^{-14}$, where the
-# three-point stencil gives about $3 \times 10^{-10}$. The float32 curve
-# bottoms out above the tolerance line: no choice of step makes a float32
-# check pass at $10^{-7}$. At the far left, $x_0 + h$ rounds to $x_0$, the
-# difference is zero and the relative error is 1.
+# minimum at a larger step. The printed values give the numbers of this run:
+# between $h = 10^{-5}$ and $10^{-3}$ the five-point error stays near
+# $2 \times 10^{-11}$ or below, more than three orders of magnitude below the
+# tolerance, and at the checker step $h = 10^{-4}$ it is below $10^{-14}$,
+# where the three-point stencil gives about $1.5 \times 10^{-10}$.
+#
+# The float32 curve lies above the tolerance line almost everywhere. Its
+# printed minimum, $1.3 \times 10^{-7}$ at $h = 10^{-2}$, is one step where
+# truncation and round-off happen to cancel; its next best step is ten times
+# worse. The dip that touches the tolerance line in the figure is this lucky
+# cancellation, and no step makes float32 checks pass reliably at $10^{-7}$.
+# At the far left of the float32 curve, below $h \approx 10^{-7}$,
+# $x_0 + h$ rounds to $x_0$ in float32, the difference is zero and the
+# relative error is 1. The float64 curves do not reach 1: in float64,
+# $1 + 10^{-13} \ne 1$, and their error at $h = 10^{-13}$ is about
+# $10^{-3}$.
 #
 # ## 3. Relative error, its floor, and why float64
 #
