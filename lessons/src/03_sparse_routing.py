@@ -57,9 +57,11 @@ from tinycond.plots import plt, save_figure
 # $$\text{softmax\_topk:}\ G_i = \frac{e^{z_i}}{\sum_{j=1}^{E} e^{z_j}} \tag{4}$$
 #
 # Equation (3) renormalises over the kept experts, so the k gates sum to one
-# (Shazeer et al. 2017; Mixtral). Equation (4) keeps the full-softmax
-# probabilities as they are (Switch Transformer with k = 1, GShard with
-# k = 2), so the gates sum to less than one.
+# (Shazeer et al. 2017; Mixtral). GShard (Lepikhin et al. 2020) does the
+# same for its top-2: it divides the two kept probabilities by their sum,
+# $g_1 / (g_1 + g_2)$ and $g_2 / (g_1 + g_2)$, which is equation (3).
+# Equation (4) keeps the full-softmax probabilities as they are (the Switch
+# Transformer, with k = 1), so the gates sum to less than one.
 
 # %%
 rng = np.random.default_rng(0)
@@ -97,8 +99,11 @@ for gating in ("topk_softmax", "softmax_topk"):
 # where the k-th and (k+1)-th largest logits tie, a set of measure zero.
 # Everywhere else a small change of the parameters leaves $S$ as it is, and
 # equation (2) is a smooth function of the gates and the expert outputs.
-# The derivative of the selection itself is zero, so the backward pass is
-# the backward of a softmax over a fixed set.
+# The derivative of the selection itself is zero, so the backward pass
+# keeps $S$ fixed. Under (3) it is the backward of a softmax over the k kept
+# logits, and the other logits get zero gradient. Under (4) it is the
+# backward of the softmax over all E logits, read only at the kept outputs,
+# so every logit gets gradient.
 #
 # The finite-difference check must respect this: the checker recomputes
 # the layer's discrete choices (selected experts, dropped assignments, ReLU
@@ -142,7 +147,7 @@ assert report.max_rel_error < 1e-7, report
 #
 # $$L_{\text{switch}} = \alpha\, E \sum_{i=1}^{E} f_i P_i \tag{6}$$
 #
-# $f$ is a count and carries no gradient; $P$ does. A perfectly uniform
+# $f$ comes from counts and carries no gradient; $P$ does. A perfectly uniform
 # router gives exactly $\alpha$, and a router that sends every token to one
 # expert with probability one gives $\alpha E$ (Fedus, Zoph and Shazeer
 # 2021). Shazeer et al. penalise the squared coefficient of variation
@@ -174,9 +179,13 @@ collapsed, _ = switch_loss_forward(collapsed_logits, np.zeros((n_tokens, 1), dty
 print(f"uniform router: {uniform}, collapsed router: {collapsed} (E = {n_experts})")
 
 # %% [markdown]
-# ## 3. Expert collapse, and the Switch loss that fixes it
+# ## 3. Unused experts, and the Switch loss that spreads the tokens
 #
-# The task: the 4 x 4 checkerboard of lesson 2, with a linear embedding of
+# The task is a new one, `tinycond.data.toy.checkerboard`: points drawn
+# uniformly in the square $[-1, 1]^2$, which is cut into a 4 x 4 board, and
+# labelled 0 or 1 by the colour of the square they fall in. No straight line
+# separates the classes, so the model must carve the square into pieces,
+# which suits a mixture. The model is a linear embedding of
 # the 2-D input into 16 features followed by a sparse layer of E = 8 experts
 # routed Switch-style (k = 1, equation (4)), whose 2 outputs are class
 # logits. We train two copies that differ only in the balancing loss and
@@ -231,12 +240,17 @@ plt.show()
 
 # %% [markdown]
 # Both copies start from the same weights, where a linear router on a 2-D
-# input already favours some experts. Without a balancing term the tokens
-# stay on a few experts. An expert that receives no tokens receives no
-# gradient either, so nothing brings it back and its parameters are
-# wasted. With the Switch loss every expert keeps a share near 1/8. Over
-# other seeds the unbalanced router ends with 3 to 5 experts in use and the
-# balanced one with all 8; the accuracies differ by seed in both
+# input already favours some experts. Without a balancing term, in this run,
+# half the experts lose their tokens within the first ten or so steps and
+# never get any back, while the other four share the tokens about evenly
+# (the largest share is printed above). This is not the rich-get-richer
+# dynamic that section 2 describes: the split is steady, and the accuracy
+# is as good as the balanced run's. The cost is the idle experts. An
+# expert that receives no tokens receives no gradient either, so nothing
+# brings it back and its parameters are wasted. With the Switch loss every
+# expert keeps a share near 1/8. Over other seeds the unbalanced router
+# ends with 3 to 5 experts in use and the balanced one with all 8. The
+# accuracies differ by seed in both
 # directions, so the robust effect here is the utilisation.
 #
 # ## 4. Capacity and dropped tokens
@@ -246,8 +260,10 @@ plt.show()
 # $$C = \Bigl\lceil c\, \frac{N k}{E} \Bigr\rceil \tag{10}$$
 #
 # for a capacity factor c. Assignments beyond an expert's capacity are
-# dropped: their output for that slot is zero, and the residual connection
-# around the layer carries the token on unchanged. The layer fills each
+# dropped: their output for that slot is zero. In a transformer block the
+# residual connection around the layer then carries the token on unchanged.
+# The model of section 3 has no residual connection, so there a token
+# whose every assignment is dropped gets a zero output. The layer fills each
 # expert's first choices before second choices, in token order
 # (`priority="position"`) or by gate value (`priority="gate"`, batch
 # prioritized routing of Riquelme et al. 2021). Computing C needs care: in
@@ -315,8 +331,8 @@ print(f"SparseMoE(256, 512, 16).num_parameters() = {check_layer.num_parameters()
 #   With k = 1 only (4) trains the router.
 # * Selection is piecewise constant, so the backward pass is a softmax
 #   backward over a fixed set; the gradient checker guards the selection.
-# * Without a balancing loss the router collapses onto a few experts; the
-#   Switch loss (6) keeps them all in use. Equations (7) and (8) are
+# * Without a balancing loss, half the experts of section 3 never get tokens;
+#   the Switch loss (6) keeps them all in use. Equations (7) and (8) are
 #   Shazeer's alternatives, and (9) keeps logits small.
 # * Capacity (10) bounds each expert's work; a balanced router drops fewer
 #   assignments at the same capacity factor.

@@ -4,12 +4,13 @@ A sparse router scores every expert for every token, keeps the ``top_k``
 largest scores and turns them into gate values. Two conventions exist:
 
 * ``"topk_softmax"``: softmax over the kept logits only, so the k gates of a
-  token sum to one (Shazeer et al. 2017; Mixtral). Unselected logits get
-  exactly zero gradient.
+  token sum to one (Shazeer et al. 2017; GShard's top-2, which divides each
+  kept probability by their sum, g1 / (g1 + g2); Mixtral). Unselected logits
+  get exactly zero gradient.
 * ``"softmax_topk"``: softmax over all E logits, then keep the k largest
-  probabilities without renormalising (Switch Transformer for k = 1, GShard
-  for k = 2). The kept gates sum to less than one, and every logit, selected
-  or not, gets a gradient through the shared normaliser.
+  probabilities without renormalising (Switch Transformer, k = 1). The kept
+  gates sum to less than one, and every logit, selected or not, gets a
+  gradient through the shared normaliser.
 
 Top-k selection is piecewise constant in the logits, so its derivative is
 zero almost everywhere and undefined only where two logits tie at the k-th
@@ -128,11 +129,14 @@ def topk_gating_forward(router_logits, *, top_k, gating="topk_softmax"):
         \text{topk\_softmax:}\quad G_i = \frac{e^{z_i}}{\sum_{j \in S} e^{z_j}}, \qquad
         \text{softmax\_topk:}\quad G_i = \frac{e^{z_i}}{\sum_{j=1}^{E} e^{z_j}}, \qquad i \in S.
 
-    The first equals the full softmax renormalised over :math:`S`.
+    The first equals the full softmax renormalised over :math:`S`, which is
+    also how GShard normalises its top-2 gates.
 
     References
     ----------
     Shazeer et al. (2017). Outrageously Large Neural Networks.
+    Lepikhin et al. (2020). GShard: Scaling Giant Models with Conditional
+    Computation and Automatic Sharding.
     Fedus, Zoph and Shazeer (2021). Switch Transformers.
     """
     router_logits = check_router_logits(router_logits)
