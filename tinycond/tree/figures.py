@@ -56,7 +56,9 @@ def hyperplane_segments(W_node, b_node, *, extent=(-1.0, 1.0, -1.0, 1.0), n_poin
     return segments
 
 
-def plot_partition(ax, W_node, b_node, *, extent=(-1.0, 1.0, -1.0, 1.0), resolution=300, label_nodes=True):
+def plot_partition(
+    ax, W_node, b_node, *, extent=(-1.0, 1.0, -1.0, 1.0), resolution=300, label_nodes=True, label_leaves=True
+):
     """Colour the plane by the leaf each point reaches and draw every node's boundary.
 
     Parameters
@@ -70,6 +72,10 @@ def plot_partition(ax, W_node, b_node, *, extent=(-1.0, 1.0, -1.0, 1.0), resolut
         Grid points per side.
     label_nodes : bool
         Write each node's heap index at the middle of its segment.
+    label_leaves : bool
+        Write "leaf k" at the centre of each leaf's region. A leaf region is
+        an intersection of half-planes, so it is convex and its centre lies
+        inside it. Regions smaller than 0.5% of the picture get no label.
 
     Returns
     -------
@@ -85,6 +91,13 @@ def plot_partition(ax, W_node, b_node, *, extent=(-1.0, 1.0, -1.0, 1.0), resolut
     ax.imshow(
         leaf_index % 20, origin="lower", extent=extent, cmap="tab20", vmin=-0.5, vmax=19.5, alpha=0.55, interpolation="nearest"
     )
+    if label_leaves:
+        for leaf in np.unique(leaf_index):
+            rows, cols = np.nonzero(leaf_index == leaf)
+            if rows.size < 0.005 * leaf_index.size:
+                continue
+            centre = (gx[rows, cols].mean(), gy[rows, cols].mean())
+            ax.annotate(f"leaf {leaf}", centre, fontsize=8, fontstyle="italic", ha="center", va="center")
     levels = node_levels(W_node.shape[0])
     for node, points in enumerate(hyperplane_segments(W_node, b_node, extent=extent)):
         width = 3.0 / (1 + levels[node])
