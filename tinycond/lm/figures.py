@@ -45,7 +45,10 @@ def plot_training(histories: dict, *, title: str):
 
 
 def plot_experts_by_class(counts, *, title: str, expert_label: str = "expert"):
-    """Plot, per layer, the share of each character class's tokens that each expert receives.
+    """Plot, per layer, the share of each character class's assignments that each expert receives.
+
+    An assignment is one (token, selected expert) pair, so with top-k routing
+    each token gives k assignments and a row's count is k times its tokens.
 
     Parameters
     ----------
@@ -77,10 +80,10 @@ def plot_experts_by_class(counts, *, title: str, expert_label: str = "expert"):
         labels = [f"{name} ({totals[layer, c, 0]:,})" for c, name in enumerate(CHAR_CLASSES)]
         ax.set_yticklabels(labels if layer == 0 else [])
         if layer == 0:
-            ax.set_ylabel("character class (routed tokens)")
+            ax.set_ylabel("character class (assignments)")
         ax.set_xlabel(f"{expert_label} id")
         ax.set_title(f"layer {layer + 1}")
-    fig.colorbar(image, ax=axes[0].tolist(), label="share of the class's routed tokens")
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of the class's assignments\n(numbers in the cells: %)")
     fig.suptitle(title, fontsize=10)
     return fig
 
