@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 
@@ -34,12 +35,29 @@ from tinycond.tree.hard import branch_probabilities
 
 # The goals at depth 8, batch 4096, d_model 128: hard inference at least 30x
 # faster than soft evaluation, tree routing at least 10x faster than flat.
-# NOTE: the routing goal is not met everywhere. On a shared 2-core AMD EPYC
-# (NumPy 2.4, OpenBLAS 0.3.31) this script measured about 4x. Each tree
-# level gathers and dots one (N, d_model) array, about 0.3 ms bound by memory
-# bandwidth, while the flat router is one BLAS product plus a softmax.
+# NOTE: the routing goal is not met. On a shared 2-core AMD EPYC VM (NumPy 2.4,
+# OpenBLAS 0.3.31, load average 2-3) this script measured 4.8-5.8x. Warm, the
+# tree's 8 levels take about 2.2-2.7 ms: per level about 0.12 ms to gather one
+# node row per sample and 0.15 ms for the row-wise dot products, both bound by
+# memory bandwidth. The flat router takes 20-30 ms: 4-7 ms for x @ W_router,
+# about 5 ms for the exp of N * 256 logits, and 2000-2500 page faults on its
+# (N, 256) temporaries. Here each call follows another candidate whose freed
+# memory glibc returned to the system, so the tree's gather buffer costs
+# 600-1100 new page faults, or 2-4 ms.
 DEFAULTS = {"n_tokens": 4096, "d_model": 128, "d_hidden": 32, "depths": (8,), "repeats": 7}
 QUICK = {"n_tokens": 512, "d_model": 128, "d_hidden": 32, "depths": (6,), "repeats": 2}
+
+
+def load_average():
+    """Return the system's 1-minute load average, or None where the OS has none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _format_load(value):
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def flat_top1_route(x, W_router):
@@ -119,12 +137,17 @@ def run(quick=False, depths=None, seed=0):
     Returns
     -------
     dict
-        ``config`` (batch, widths, repetitions, dtype) and ``rows``, a list
+        ``config`` (batch, widths, repetitions, dtype, ``OPENBLAS_NUM_THREADS``
+        and the 1-minute load average before and after) and ``rows``, a list
         of the dicts of :func:`measure_depth`.
     """
     config = dict(QUICK if quick else DEFAULTS)
     if depths is not None:
         config["depths"] = tuple(int(d) for d in depths)
+    # The machine may be shared, so record the BLAS thread setting and the 1-minute load average.
+    config["openblas_num_threads"] = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    config["logical_cpus"] = os.cpu_count()
+    config["load_average_before"] = load_average()
     rng = np.random.default_rng(seed)
     rows = []
     for depth in config["depths"]:
@@ -134,6 +157,7 @@ def run(quick=False, depths=None, seed=0):
             )
         )
     config["dtype"] = "float64"
+    config["load_average_after"] = load_average()
     return {"config": config, "rows": rows}
 
 
@@ -143,6 +167,8 @@ def format_table(results) -> str:
     lines = [
         f"decision-tree router: batch {c['n_tokens']}, d_model {c['d_model']}, leaf d_hidden {c['d_hidden']}, "
         f"{c['dtype']}, median of {c['repeats']} interleaved repetitions (spread in brackets)",
+        f"OPENBLAS_NUM_THREADS {c['openblas_num_threads']}, 1-minute load average {_format_load(c['load_average_before'])} "
+        f"before and {_format_load(c['load_average_after'])} after, on {c['logical_cpus']} logical CPUs",
         f"{'depth':>5} {'leaves':>6} {'hard ms':>14} {'soft ms':>16} {'soft/hard':>10} "
         f"{'tree route ms':>16} {'flat route ms':>16} {'flat/tree':>10}",
     ]

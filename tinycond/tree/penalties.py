@@ -119,7 +119,7 @@ def balance_penalty_backward(dpenalty, cache: BalancePenaltyCache):
     share = np.where(total_reach > 0, dalpha / np.where(total_reach > 0, total_reach, 1.0), 0.0)  # (n_nodes,)
     share = share.astype(node_probs.dtype, copy=False)  # the batch sums are float64; keep float32 models in float32
     dnode_probs = share[ids] * reach  # (N, K)
-    dreach = share[ids] * (node_probs - alpha[ids])  # (N, K)
+    dreach = share[ids] * (node_probs - alpha.astype(node_probs.dtype, copy=False)[ids])  # (N, K)
     return dnode_probs, dreach
     ### END SOLUTION
 
