@@ -114,7 +114,7 @@ class SigmoidCache(NamedTuple):
 def sigmoid(x):
     r"""Return :math:`\sigma(x) = 1 / (1 + e^{-x})` without overflow.
 
-    ``exp`` only ever sees :math:`-|x|`, so neither branch overflows.
+    ``exp`` is only ever evaluated at :math:`-|x| \le 0`, so neither branch overflows.
     """
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -129,7 +129,7 @@ def sigmoid_forward(x):
 def sigmoid_backward(dy, cache: SigmoidCache):
     r"""Return the gradient of the logistic sigmoid with respect to its input.
 
-    1. ``cache.s`` holds the forward output :math:`s = \sigma(x)`.
+    1. ``cache.s`` is the forward output :math:`s = \sigma(x)`.
     2. Multiply ``dy`` by the local derivative :math:`\sigma'(x)`.
 
     Hint: :math:`\sigma'(x) = \sigma(x)\,(1 - \sigma(x))`, written with ``s`` alone.
