@@ -79,6 +79,10 @@ class TensorResult:
         Relative error of the random-direction check, for sampled tensors.
     failures : list of str
         One line per entry that failed.
+    n_failed : int
+        Entries whose relative error is above the tolerance.
+    n_negated : int
+        Failed entries whose analytic value is the negative of the numeric one.
     """
 
     name: str
@@ -88,6 +92,8 @@ class TensorResult:
     skipped: list = field(default_factory=list)
     direction_rel_error: float | None = None
     failures: list = field(default_factory=list)
+    n_failed: int = 0
+    n_negated: int = 0
 
 
 @dataclass
@@ -333,12 +339,31 @@ def check_gradients(
         results.append(_check_tensor(tensor_name, array, grads[tensor_name], evaluator, tol, max_entries, rng))
 
     report = GradcheckReport(function=name, tensors=results)
-    failures = [line for t in results for line in t.failures]
-    if failures and raise_on_failure:
-        shown = "\n".join(failures[:10])
-        more = f"\n... and {len(failures) - 10} more" if len(failures) > 10 else ""
-        raise GradientCheckError(f"gradient check of {name} failed (tolerance {tol:.0e}):\n{shown}{more}")
+    if any(t.failures for t in results) and raise_on_failure:
+        __tracebackhide__ = True  # pytest shows the message, not the checker's own frames
+        raise GradientCheckError(_failure_message(name, tol, results))
     return report
+
+
+def _failure_message(name, tol, results, per_tensor: int = 3) -> str:
+    """Return a summary line per failing tensor, hints, then a few failing entries of each."""
+    failing = [t for t in results if t.failures]
+    lines = [f"gradient check of {name} failed (tolerance {tol:.0e}):"]
+    for t in failing:
+        if t.n_failed:
+            lines.append(f"  {t.name}: {t.n_failed} of {t.n_checked} entries fail, max relative error {t.max_rel_error:.2e}")
+    negated = sum(t.n_negated for t in failing)
+    failed = sum(t.n_failed for t in failing)
+    if failed and negated >= failed / 2:
+        lines.append("  hint: the analytic gradient is the negative of the numeric one in most failing entries; check a sign")
+    for t in failing:
+        lines.extend(t.failures[:per_tensor])
+        if len(t.failures) > per_tensor:
+            lines.append(f"  ... and {len(t.failures) - per_tensor} more in {t.name}")
+    passing = [t.name for t in results if not t.failures]
+    if passing:
+        lines.append(f"  passed: {', '.join(passing)}")
+    return "\n".join(lines)
 
 
 def _check_tensor(name, array, grad, evaluator, tol, max_entries, rng) -> TensorResult:
@@ -361,6 +386,9 @@ def _check_tensor(name, array, grad, evaluator, tol, max_entries, rng) -> Tensor
         if error > result.max_rel_error or result.worst_index is None:
             result.max_rel_error, result.worst_index = max(error, result.max_rel_error), index
         if error > tol:
+            result.n_failed += 1
+            if numeric != 0 and float(relative_error(analytic, -numeric, roundoff / tol)) <= 1e-3:
+                result.n_negated += 1
             result.failures.append(
                 f"  {name}{list(index)}: analytic {analytic:.10e}, numeric {numeric:.10e}, relative error {error:.2e}"
             )

@@ -69,7 +69,9 @@ def check_function(forward, backward, *inputs, choices=None, dy=None, rng=0, nam
     """
     rng = as_generator(rng)
     forward_kwargs = dict(forward_kwargs or {})
-    name = name or getattr(forward, "__name__", "function")
+    __tracebackhide__ = True  # a failure is reported at the caller's line
+    if name is None:
+        name = f"{getattr(backward, '__name__', 'backward')} against finite differences of {getattr(forward, '__name__', 'forward')}"
     inputs = list(inputs)
     float_positions = [i for i, a in enumerate(inputs) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
 
@@ -136,6 +138,7 @@ def check_module(module, *inputs, choices: bool = True, dy=None, rng=0, name=Non
     """
     rng = as_generator(rng)
     forward_kwargs = dict(forward_kwargs or {})
+    __tracebackhide__ = True  # a failure is reported at the caller's line
     name = name or type(module).__name__
     float_positions = [i for i, a in enumerate(inputs) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
     input_names = ["x"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
