@@ -39,7 +39,9 @@ def linear_forward(x, W, b):
 
     Parameters
     ----------
-    x : ndarray of shape (..., d_in), or (E, n, d_in) with a stacked ``W``
+    x : ndarray of shape (..., d_in)
+        With a stacked ``W``: (E, n, d_in), one block of rows per expert, or
+        (N, d_in), the same rows shared by every expert.
     W : ndarray of shape (d_in, d_out), or (E, d_in, d_out) for E experts
     b : ndarray of shape (d_out,), or (E, d_out)
 
@@ -61,8 +63,9 @@ def linear_backward(dy, cache: LinearCache):
        of ``x`` and ``dy`` to ``(M, d_in)`` and ``(M, d_out)`` first.
     3. :math:`db = \sum dy` over every axis but the last.
     4. With a stack of E weights, ``W`` of shape (E, d_in, d_out), do the same
-       per expert with batched ``@``; if ``x`` of shape (N, d_in) is shared by
-       all experts, ``dx`` sums the E contributions (:func:`unbroadcast`).
+       per expert with batched ``@``, and sum ``db`` over the rows axis only,
+       giving (E, d_out). If ``x`` of shape (N, d_in) is shared by all
+       experts, ``dx`` sums the E contributions (:func:`unbroadcast`).
 
     Hint: each gradient has the shape of what it is the gradient of; a wrong
     transpose shows up as a shape mismatch.
@@ -217,8 +220,9 @@ def layer_norm_backward(dy, cache: LayerNormCache):
     Notes
     -----
     With :math:`g = dy \cdot \gamma` and d features,
-    :math:`dx = \frac{1}{\sigma}\bigl(g - \overline{g} - \hat x\, \overline{g \hat x}\bigr)`,
-    where the bars are means over the last axis.
+    :math:`dx = \mathrm{inv\_std}\,\bigl(g - \overline{g} - \hat x\, \overline{g \hat x}\bigr)`.
+    The bars are means over the last axis, and ``inv_std`` is
+    :math:`1 / \sqrt{\sigma^2 + \epsilon}`, as the cache stores it.
     """
     x_hat, inv_std, gamma = cache
     d = x_hat.shape[-1]

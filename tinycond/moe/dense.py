@@ -75,8 +75,9 @@ def dense_moe_backward(dy, cache: DenseMoECache):
 
     1. Back through the mixing step: ``dgates`` of shape (N, E) and
        ``dexpert_out`` of shape (E, N, d_out), from the equations below.
-    2. Back through the softmax gate to ``dlogits``, then through the linear
-       gate to ``dW_gate`` and the gate's share of ``dx``.
+    2. Back through the softmax gate to ``dlogits`` with
+       ``F.softmax_backward(dgates, F.SoftmaxCache(gates))``, then through the
+       linear gate to ``dW_gate`` and the gate's share of ``dx``.
     3. Back through the experts with :func:`tinycond.layers.mlp_backward`.
     4. ``dx`` is the sum of the gate's and the experts' contributions.
 
