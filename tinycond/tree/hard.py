@@ -189,17 +189,24 @@ def hard_tree_predict(x, W_node, b_node, W1, b1, W2, b2, *, beta=1.0, activation
 def hard_tree_backward(dy, cache: HardTreeCache, *, dnode_logits=None, dreach=None):
     r"""Return ``(dx, dW_node, db_node, dW1, db1, dW2, db2)`` for hard-path training.
 
-    1. In sorted order: ``dpath = <dy, leaf_out>`` per sample, and the
-       experts get ``path_prob * dy``, which
+    1. In sorted order: ``dpath = <dy, leaf_out>`` per sample (the gradient
+       on the path probability ``reach[:, D]``), and the experts get
+       ``reach[:, D] * dy``, which
        :func:`tinycond.moe.dispatch.grouped_mlp_backward` takes back through
        each leaf's slice.
-    2. Value recursion up the path: with :math:`V_D` = ``dpath``, level l
-       gets :math:`\partial L/\partial b_l = \mu_l V_{l+1}` and passes up
+    2. Value recursion up the path: with :math:`V_D` = ``dpath + dreach[:, D]``
+       (just ``dpath`` if ``dreach`` is None), level l gets
+       :math:`\partial L/\partial b_l = \mu_l V_{l+1}` with
+       :math:`\mu_l` = ``reach[:, l]``, and passes up
        :math:`V_l = b_l V_{l+1} +` ``dreach[:, l]``.
-    3. :math:`d\sigma(|z|)/dz = \pm b (1 - b)`, plus for right and minus for left.
-    4. Each visited node's unit :math:`z = \beta (x \cdot w_n + b_n)` sends
-       :math:`\beta\, dz\, w_n` to ``dx`` and adds :math:`\beta\, dz\, x` into
-       row n of ``dW_node``.
+    3. Since :math:`d\sigma(|z|)/dz = \pm b (1 - b)`, plus for right and
+       minus for left, the gradient on ``node_logits`` is
+       :math:`\pm b_l (1 - b_l)\, \partial L/\partial b_l`. The optional
+       ``dnode_logits`` is added to it here, after the sign.
+    4. Each visited node's unit :math:`z = \beta (x \cdot w_n + b_n)`, with
+       ``dz`` the gradient on it from step 3, sends :math:`\beta\, dz\, w_n`
+       to ``dx``, adds :math:`\beta\, dz\, x` into row n of ``dW_node``
+       and adds :math:`\beta\, dz` into entry n of ``db_node``.
 
     Hint: several samples visit the same node. In the leaf order ``order``
     the samples of each node form one contiguous run at every level, so

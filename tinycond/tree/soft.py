@@ -200,14 +200,20 @@ def soft_tree_backward(dy, cache: SoftTreeCache, *, dnode_logits=None, dreach=No
     1. Mixing step: ``dleaf_probs[n, l] = <dy[n], expert_out[l, n]>`` and
        ``dexpert_out[l, n] = leaf_probs[n, l] * dy[n]``; the experts go back
        through :func:`tinycond.layers.mlp_backward`.
-    2. Put ``dleaf_probs`` in the leaf columns of a ``dreach`` array and run
-       :func:`tree_path_backward` to get ``dnode_probs``.
-    3. Through the sigmoid, :math:`ds/dz = s (1 - s)`, then through
-       :math:`z = \beta (x W_{node}^\top + b_{node})` to ``dx``, ``dW_node``
-       and ``db_node``. ``x`` gets the experts' gradient as well.
+    2. Start from the optional ``dreach`` argument (zeros of the shape of
+       ``cache.path.reach`` if it is None, and a copy otherwise, so the
+       argument is not changed), add ``dleaf_probs`` to its leaf columns
+       ``[:, 2^D - 1:]`` and run :func:`tree_path_backward` on the sum to get
+       ``dnode_probs``.
+    3. Through the sigmoid, :math:`ds/dz = s (1 - s)`, gives ``dz``, the
+       gradient on ``node_logits``. Add the optional ``dnode_logits`` to it.
+    4. ``node_logits`` are :math:`z = \beta (x W_{node}^\top + b_{node})`,
+       so ``dx`` gains :math:`\beta\, dz\, W_{node}` on top of the experts'
+       gradient from step 1, ``dW_node`` is :math:`\beta\, dz^\top x` and
+       ``db_node`` is :math:`\beta` times the column sums of ``dz``.
 
     Hint: ``dW_node`` has the shape of ``W_node``, (2^D - 1, d_model), so it
-    is ``dlogits.T @ x`` rather than ``x.T @ dlogits``.
+    is ``beta * dz.T @ x`` rather than ``x.T @ dz``.
 
     Parameters
     ----------
