@@ -295,18 +295,32 @@ def act_backward(dy, cache: ActCache):
         \frac{\partial L}{\partial h_t^{N(t)}} = 0.
 
     To compute, for each input step t from last to first and each ponder step n
-    from last to first, on that step's active rows:
+    from last to first, on that step's active rows (``steps[t][n - 1]``):
 
     1. ``dweight = <g, s^n>``. Where the row halts here, store
        ``dremainder = dweight + dponder_cost``; elsewhere
        ``dh = dweight - dremainder`` (zero where it halts).
     2. Through the sigmoid: ``da = dh * h * (1 - h)``; add to ``dw_h`` and
-       ``db_h``. The state gradient is ``p * g + da * w_h`` plus what step
-       n + 1 sent back to the rows that continued.
-    3. Through the tanh: ``dpre = dstate * (1 - s^2)``. Add ``dpre`` into the
-       gradient of the input projection, ``s^{n-1}.T @ dpre`` into ``dW_s``
-       and, at n = 1, ``dpre`` summed over rows into the flag row of ``dW_x``.
-       Send ``dpre @ W_s.T`` to step n - 1 (or to the previous input step).
+       ``db_h``. The state gradient ``dstate`` is ``p * g + da * w_h`` plus
+       what step n + 1 sent back to the rows that continued. Step n + 1's
+       active rows are step n's rows where ``halted`` is false, in the same
+       order, so ``dstate[~halted] += dstate_from_next``.
+    3. Through the tanh: ``dpre = dstate * (1 - s^2)``. Add ``dpre`` into
+       ``dx_proj[rows, t]``, an (N, T, d_hidden) array of zeros that holds
+       the gradient on the input projection ``x_t W_x[:d_in] + b``. Add
+       ``s^{n-1}.T @ dpre`` into ``dW_s`` and, at n = 1, ``dpre`` summed over
+       rows into the flag row ``dW_x[d_in]``. Here :math:`s^{n-1}` is, for
+       n > 1, step n - 1's ``state`` at the rows that continued
+       (``state[~halted]``), and at n = 1 the previous input step's output
+       state ``states[:, t - 1]`` for every row, or zeros at t = 0.
+    4. Send ``dpre @ W_s.T`` back: for n > 1 to step n - 1 as its
+       ``dstate_from_next``. At n = 1 step 1 runs every row in batch order,
+       so it is the gradient of :math:`s_{t-1}`, added into g at input step
+       t - 1.
+    5. After the loops, with ``dx_proj`` reshaped to (N * T, d_hidden):
+       ``dx = dx_proj @ W_x[:d_in].T`` reshaped to (N, T, d_in),
+       ``dW_x[:d_in] = x.T @ dx_proj`` with ``x`` reshaped to (N * T, d_in),
+       and ``db`` is ``dx_proj`` summed over its rows.
 
     Hint: a row's halting step is the first step met going backwards, so its
     ``dremainder`` is known before the earlier steps that need it.
