@@ -88,6 +88,20 @@ def test_plan_gate_priority_keeps_largest_top_gates():
 
 
 @pytest.mark.ex3_5
+def test_plan_gate_priority_uses_top_gate_at_second_choice():
+    # Expert 2 is the second choice of both tokens and has room for one.
+    # Token 1 has the larger top gate (0.9 > 0.6) but the smaller second gate
+    # (0.05 < 0.4), so ranking by the assignment's own gate, or by position,
+    # would keep token 0 instead.
+    expert_index = np.array([[0, 2], [1, 2]])
+    gates = np.array([[0.6, 0.4], [0.9, 0.05]])
+    plan = plan_dispatch(expert_index, 3, capacity=1, priority="gate", gates=gates)
+    kept_by_two = plan.token[plan.group_offsets[2] : plan.group_offsets[3]].tolist()
+    assert kept_by_two == [1], f"expert 2 kept tokens {kept_by_two}, expected [1], the larger top gate 0.9"
+    assert not plan.kept[0, 1], "token 0's second choice (own gate 0.4, top gate 0.6) should be dropped"
+
+
+@pytest.mark.ex3_5
 @pytest.mark.parametrize("priority", ["position", "gate"])
 def test_plan_respects_capacity(priority):
     rng = np.random.default_rng(1)

@@ -117,8 +117,13 @@ def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position"
     r"""Group the token-expert assignments by expert and drop those over capacity.
 
     1. Flatten ``expert_index`` choice rank first: ``ids`` of shape (k N,).
-    2. One stable sort of ``ids`` (``np.lexsort`` with the priority keys
-       for ``"gate"``) gives ``order``, each expert's queue in priority order.
+    2. One stable sort of ``ids`` gives ``order``, each expert's queue in
+       priority order. For ``"position"`` it is ``np.argsort(ids,
+       kind="stable")``. For ``"gate"`` it is ``np.lexsort((position,
+       -top_gate, choice_rank, ids))``: lexsort sorts by its last key first,
+       so by expert, then choice rank s, then the token's largest gate
+       ``gates[t].max()`` in decreasing order, then the flat position
+       ``s N + t``. All four keys have shape (k N,).
     3. ``expert_counts`` of shape (E,); each sorted assignment's rank in its
        queue is its sorted position minus the queue's start.
     4. Keep the assignments whose rank is below ``capacity``; their flat
@@ -140,9 +145,12 @@ def plan_dispatch(expert_index, n_experts, *, capacity=None, priority="position"
         fill every token's first choice before any second choice, as GShard
         does, so one token's second choice never displaces another token's
         first. Within a choice rank, ``"position"`` keeps earlier tokens
-        first, in token order of the batch. ``"gate"`` keeps tokens with a
-        larger top gate first, ties in token order (batch prioritized
-        routing, Riquelme et al. 2021).
+        first, in token order of the batch. ``"gate"`` ranks every assignment of
+        token t, at any choice rank s, by the token's largest gate
+        ``gates[t].max()`` (``gates[t, 0]`` when the gates are sorted),
+        larger first, and not by the assignment's own gate ``gates[t, s]``.
+        Ties go in token order (batch prioritized routing, Riquelme et al.
+        2021).
     gates : ndarray of shape (N, k), optional
         Required for ``priority="gate"``.
 
