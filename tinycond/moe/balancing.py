@@ -156,8 +156,11 @@ def switch_loss_backward(dloss, cache: SwitchLossCache):
 
     Steps:
 
-    1. :math:`f` is a count, so only :math:`P` carries gradient:
-       :math:`\partial L / \partial p_{t,i} = E f_i / N` for every token t.
+    1. :math:`f` is a count, so only :math:`P` carries gradient. With
+       ``dloss`` the upstream gradient on the loss (a float),
+       :math:`\partial L / \partial p_{t,i} = \mathrm{dloss}\, E f_i / N`
+       for every token t. The loss carries no coefficient of its own: a
+       caller that weights it by alpha passes ``dloss`` already multiplied.
     2. Apply the softmax vector-Jacobian product to that (N, E) array.
 
     Hint: reuse :func:`tinycond.functional.softmax_backward`.
