@@ -243,7 +243,52 @@ def test_sample_frequencies_match_softmax(temperature):
     z = logits[0] / temperature
     expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     # Binomial standard error is at most 0.0025 at n = 40000; allow four of them.
-    assert np.abs(frequencies - expected).max() < 0.01, f"frequencies {frequencies}, softmax {expected}"
+    assert np.abs(frequencies - expected).max() < 0.01, (
+        f"frequencies {frequencies}, reference softmax(logits / temperature) at temperature {temperature}: {expected}"
+    )
+
+
+def _top_k_probabilities(logits, top_k, temperature):
+    """Return softmax(logits / temperature) over the ids whose logit ties or beats the k-th largest, zero elsewhere."""
+    z = logits / temperature
+    kept = logits >= np.sort(logits)[-top_k]
+    weights = np.where(kept, np.exp(z - z.max()), 0.0)
+    return weights / weights.sum()
+
+
+def _assert_frequencies(ids, expected, n_sigma=5.0):
+    """Assert each id's draw frequency is within n_sigma binomial standard deviations of its probability."""
+    n = ids.size
+    frequencies = np.bincount(ids, minlength=expected.size) / n
+    for i, (frequency, p) in enumerate(zip(frequencies, expected)):
+        tolerance = n_sigma * np.sqrt(p * (1.0 - p) / n)  # zero for an id that must never be drawn
+        assert abs(frequency - p) <= tolerance, (
+            f"id {i} drawn with frequency {frequency:.4f}, expected {p:.4f} +- {tolerance:.4f} ({n} draws)"
+        )
+
+
+@pytest.mark.ex6_3
+@pytest.mark.parametrize("top_k, temperature", [(2, 1.0), (3, 1.0), (4, 0.7), (5, 2.0)])
+def test_sample_top_k_frequencies(top_k, temperature):
+    # Unsorted logits, so the top k are not the first k ids. Keeping k - 1 or
+    # k + 1 ids moves at least one id's frequency away from its probability.
+    logits = np.array([0.5, 2.0, -1.0, 1.0, 0.0, 1.5])
+    n = 40_000
+    ids = sample_next(np.tile(logits, (n, 1)), temperature=temperature, top_k=top_k, rng=np.random.default_rng(3))
+    _assert_frequencies(ids, _top_k_probabilities(logits, top_k, temperature))
+
+
+@pytest.mark.ex6_3
+def test_sample_top_k_keeps_ties_with_kth():
+    # With top_k=2 the k-th largest logit is 1.0, shared by ids 1 and 3, so
+    # ids 0, 1 and 3 can be drawn and ids 1 and 3 equally often.
+    logits = np.array([3.0, 1.0, 0.0, 1.0, -1.0])
+    n = 40_000
+    ids = sample_next(np.tile(logits, (n, 1)), top_k=2, rng=np.random.default_rng(4))
+    counts = np.bincount(ids, minlength=5)
+    assert counts[1] > 0, f"id 1 ties with the 2nd largest logit but was never drawn: counts {counts}"
+    assert counts[3] > 0, f"id 3 ties with the 2nd largest logit but was never drawn: counts {counts}"
+    _assert_frequencies(ids, _top_k_probabilities(logits, 2, 1.0))
 
 
 @pytest.mark.ex6_3

@@ -21,7 +21,12 @@ def sample_next(logits, *, temperature: float = 1.0, top_k: int | None = None, r
        ``-inf``, so only the k most likely ids can be drawn (ties with the
        k-th are kept).
     4. Softmax each row and draw one id per row by inverse-CDF sampling:
-       the first id whose cumulative probability exceeds a uniform draw.
+       the first id whose cumulative probability exceeds a uniform draw
+       ``u`` in [0, 1), which is the number of cumulative values ``<= u``.
+       If round-off leaves the last cumulative value at or below ``u``, that
+       number is V, and the id is clipped to the last id, V - 1.
+       NOTE: with ``top_k`` that id can lie outside the top k. It takes a
+       draw within round-off of 1, about 1e-16 per row.
 
     Hint: ``np.partition(z, -top_k, axis=-1)[:, -top_k]`` is the k-th
     largest entry of each row.
