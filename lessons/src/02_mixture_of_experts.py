@@ -430,10 +430,19 @@ plt.show()
 # ## Exercises
 #
 # Write the two functions below in `tinycond/moe/dense.py`; their
-# docstrings list the steps. Blank them first with
-# `python -m tinycond.exercises reset ex2_1 ex2_2` (and `git restore
-# tinycond` brings the solutions back). ex2_2 relies on lesson 1's
-# `mlp_backward` and `softmax_backward`.
+# docstrings list the steps. In a copy made with
+# `python -m tinycond.exercises build` they are already blank. In a git
+# clone of tinycond, blank them with
+# `python -m tinycond.exercises reset ex2_1 ex2_2`, and
+# `git restore tinycond` brings the solutions back. A copy made with
+# `build` has no git history, so this restore step does not apply there.
+#
+# ex2_2's tests call code from earlier exercises, which must be written
+# first: ex2_1 (`dense_moe_forward`), ex1_4 (`softmax_backward` and the
+# other softmax and cross-entropy backward passes), ex1_6 (`mlp_backward`)
+# and, through `mlp_backward`, ex1_2 (`linear_backward`) and ex1_3 (the
+# activation backward passes). `python -m tinycond.exercises list` shows
+# which exercises are still blank.
 
 # %%
 for exercise in EXERCISES:
