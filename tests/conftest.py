@@ -7,7 +7,9 @@
 * A ``NotImplementedError`` from a blanked solution region is reported per
   exercise: "not implemented" when the test checks that exercise, "blocked"
   when the test checks another one that calls it. A summary at the end names
-  each missing exercise once, with the command that checks it.
+  each missing exercise once, with every function of it still blank and the
+  command that checks it. It also lists the blank prerequisites of the
+  failing tests' exercises, which no test may have reached yet.
 * The tests must import tinycond from this checkout, which pyproject.toml
   puts first on ``sys.path``. Anything else is an error, because a student
   copy would otherwise be tested against the installed solution. For the
@@ -24,7 +26,9 @@ import pytest
 
 import tinycond
 from tinycond.exercises import EXERCISES
+from tinycond.exercises.project import blank_functions
 from tinycond.exercises.regions import STUB_MESSAGE
+from tinycond.exercises.table import prerequisites
 
 _EXERCISES = {exercise.id: exercise for exercise in EXERCISES}
 _ORDER = {exercise.id: number for number, exercise in enumerate(EXERCISES)}
@@ -140,9 +144,11 @@ def pytest_terminal_summary(terminalreporter):
     reports = terminalreporter.stats.get("not implemented", []) + terminalreporter.stats.get("blocked", [])
     if not reports:
         return
+
     messages = {}
     own_counts = Counter()
     blocked = defaultdict(Counter)
+    needed_by = defaultdict(set)  # blank exercise -> exercises of the failing tests that need it
     for report in reports:
         stub = report.exercise_stub
         messages[stub] = str(report.longrepr).split(": ", 1)[1]
@@ -150,13 +156,39 @@ def pytest_terminal_summary(terminalreporter):
             own_counts[stub] += 1
         else:
             blocked[stub][", ".join(report.exercise_own) or "tests without an exercise marker"] += 1
+        for own in report.exercise_own:
+            needed_by.setdefault(own, set())  # the test's own exercise, listed if it is blank too
+            for required in prerequisites(own):
+                needed_by[required].add(own)
+
+    # List every blank function of each exercise involved, not only the
+    # first stub a test hit, so one run shows the whole to-do list.
+    blank = blank_functions(terminalreporter.config.rootpath, set(messages) | set(needed_by))
+    todo = set(messages) | set(blank)
+
     terminalreporter.section("exercises not implemented yet", sep="=", yellow=True)
-    for stub in sorted(messages, key=lambda s: _ORDER.get(s, len(_ORDER))):
-        terminalreporter.line(messages[stub])
+    for exercise_id in sorted(todo, key=lambda e: _ORDER.get(e, len(_ORDER))):
+        if exercise_id in blank:
+            terminalreporter.line(f"{exercise_id} (lesson {_EXERCISES[exercise_id].lesson}): write {_functions_by_file(blank[exercise_id])}")
+        else:
+            terminalreporter.line(messages[exercise_id])  # the stub's own message, when its file could not be read
+
         parts = []
-        if own_counts[stub]:
-            parts.append(f"{own_counts[stub]} of its tests wait for it")
-        if blocked[stub]:
-            waiting = ", ".join(f"{name}: {count}" for name, count in sorted(blocked[stub].items()))
-            parts.append(f"it blocks {sum(blocked[stub].values())} tests of other exercises ({waiting})")
-        terminalreporter.line(f"    {'; '.join(parts)}; check it with: pytest -m {stub}")
+        if own_counts[exercise_id]:
+            parts.append(f"{own_counts[exercise_id]} of its tests wait for it")
+        if blocked[exercise_id]:
+            waiting = ", ".join(f"{name}: {count}" for name, count in sorted(blocked[exercise_id].items()))
+            parts.append(f"it blocks {sum(blocked[exercise_id].values())} tests of other exercises ({waiting})")
+        elif needed_by[exercise_id]:
+            needing = sorted(needed_by[exercise_id], key=_ORDER.get)
+            verb = "needs" if len(needing) == 1 else "need"
+            parts.append(f"{', '.join(needing)} {verb} it")
+        terminalreporter.line(f"    {'; '.join(parts + [f'check it with: pytest -m {exercise_id}'])}")
+
+
+def _functions_by_file(functions) -> str:
+    """Return ``"f, g (path); h (path2)"`` for a list of ``(path, function_name)``."""
+    by_path = defaultdict(list)
+    for path, name in functions:
+        by_path[path].append(name)
+    return "; ".join(f"{', '.join(names)} ({path})" for path, names in by_path.items())

@@ -250,6 +250,31 @@ def test_each_exercise_fails_alone(tmp_path):
     assert not problems, "\n".join(problems)
 
 
+def test_summary_lists_every_blank_function(tmp_path):
+    """The end-of-run summary lists each blank function of every exercise the failing tests need.
+
+    ex2_2 needs ex1_4 (three functions) and, through ex1_6, ex1_2. Whichever
+    stub the tests hit first, every blank function of the three exercises
+    must be listed, and nothing that is written.
+    """
+    copy = tmp_path / "copy"
+    build_student_copy(copy, [], source=PROJECT_ROOT)
+    blanked = ["ex1_2", "ex1_4", "ex2_2"]
+    reset_regions(blanked, root=copy)
+    files = _test_files_naming(copy, ["ex2_2"])
+    _, returncode, output, _ = run_lesson_tests(copy, "ex2_2", time_limit=300, pytest_args=files)
+    assert returncode == 1, f"pytest -m ex2_2 exited with {returncode}, expected 1 (tests failed):\n{output[-2000:]}"
+    assert "exercises not implemented yet" in output, f"no summary in the output:\n{output[-2000:]}"
+    summary = output.split("exercises not implemented yet", 1)[1]
+    listed = re.findall(r"^(ex\d+_\d+) \(lesson \d+\): write (.*)$", summary, re.MULTILINE)
+    assert [exercise_id for exercise_id, _ in listed] == blanked, f"summary lists {listed}, expected {blanked}:\n{summary}"
+    for exercise_id, functions in listed:
+        for function in exercise_by_id(exercise_id).functions:
+            name = function.split(":", 1)[1]
+            assert re.search(rf"\b{name}\b", functions), f"{exercise_id}'s line lacks blank {name}: {functions!r}"
+    assert "check it with: pytest -m ex1_4" in summary, f"no command for ex1_4 in the summary:\n{summary}"
+
+
 def test_unknown_marker_lists_valid_ones(tmp_path):
     copy = tmp_path / "copy"
     build_student_copy(copy, [], source=PROJECT_ROOT)

@@ -21,6 +21,7 @@ from tinycond.exercises.regions import (
     RegionError,
     _body_lines,
     _SyntaxIndex,
+    is_blank,
     parse_regions,
 )
 from tinycond.exercises.table import EXERCISES
@@ -124,6 +125,44 @@ def scan_project(root, exercises=EXERCISES, files=None):
     if problems:
         raise RegionError(problems)
     return regions
+
+
+def blank_functions(root, exercise_ids, exercises=EXERCISES) -> dict:
+    """Return ``{exercise_id: [(path, function_name), ...]}`` for the functions still blank in ``root``.
+
+    A function is blank when its region is the stub of its exercise, as
+    ``list`` reports it. Only the files of the given exercises are read. An
+    exercise with no blank function, or whose file is missing or does not
+    parse, is left out. Functions keep the table's order.
+    """
+    root = Path(root)
+    ids = set(exercise_ids)
+    files = {}  # path -> (text, regions), or None when the file is missing
+    blank = {}
+    for exercise in exercises:
+        if exercise.id not in ids:
+            continue
+        for function in exercise.functions:
+            base = function.split(":", 1)[0].replace(".", "/")
+            for path in (f"{base}.py", f"{base}/__init__.py"):
+                if path not in files:
+                    files[path] = _read_regions(root, path, exercises)
+                if files[path] is None:
+                    continue
+                text, regions = files[path]
+                if any(r.exercise_id == exercise.id and r.function == function and is_blank(r, text) for r in regions):
+                    blank.setdefault(exercise.id, []).append((path, function.split(":", 1)[1]))
+    return blank
+
+
+def _read_regions(root: Path, path: str, exercises):
+    """Return ``(text, regions)`` of the file ``root / path``, or None if it cannot be read."""
+    try:
+        text = (root / path).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    regions, _ = parse_regions(text, path, exercises)  # a broken marker leaves its region out
+    return text, regions
 
 
 def _notebook_markers(file: Path, path: str) -> list:
