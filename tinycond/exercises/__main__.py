@@ -128,8 +128,11 @@ def _reset(args, parser) -> int:
         print(f"{region.exercise_id}: {'blanked' if changed else 'already blank in'} {where}")
         if changed:
             changed_paths.add(region.path)
-    if changed_paths:
+    if changed_paths and (Path(args.root) / ".git").exists():
         print(f"to bring the solutions back: git restore {' '.join(sorted(changed_paths))}")
+    elif changed_paths:
+        # A student copy made by build has no git history to restore from.
+        print("this folder is not a git checkout, so the blanked solutions cannot be restored here")
     return 0
 
 
