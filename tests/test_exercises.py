@@ -366,7 +366,7 @@ def test_reset_blanks_in_place(tmp_path, capsys):
     assert main(["reset", "ex1_2", "--root", str(root)]) == 0
     output = capsys.readouterr().out
     assert "ex1_2: blanked tinycond/layers.py" in output, output
-    assert "git restore tinycond/layers.py" in output, output
+    assert "not a git checkout" in output, f"a copy without .git must not suggest git restore: {output}"
     regions, problems = parse_regions(layers.read_text(encoding="utf-8"), "tinycond/layers.py")
     assert not problems, problems
     for region in regions:
@@ -375,6 +375,15 @@ def test_reset_blanks_in_place(tmp_path, capsys):
     assert all(changed is False for _, changed in reset_regions(["ex1_2"], root=root)), "a second reset changed a blank region"
     assert main(["reset", "ex9_9", "--root", str(root)]) == 2
     assert "unknown exercise 'ex9_9'" in capsys.readouterr().err
+
+
+def test_reset_in_git_checkout_suggests_restore(tmp_path, capsys):
+    root = tmp_path / "checkout"
+    build_student_copy(root, [], source=PROJECT_ROOT)
+    (root / ".git").mkdir()
+    assert main(["reset", "ex1_2", "--root", str(root)]) == 0
+    output = capsys.readouterr().out
+    assert "git restore tinycond/layers.py" in output, output
 
 
 def _write_minimal_project(root: Path) -> None:
