@@ -273,7 +273,12 @@ def test_act_gradcheck_cases_cover_every_halting_path():
         _, x, params = _gradcheck_inputs(T, max_steps, halting_bias)
         _, cache = act_forward(x, *params, max_steps=max_steps)
         for n in np.unique(cache.n_steps).tolist():
-            paths.add("max_steps" if n == max_steps else "first" if n == 1 else "middle")
+            if n == max_steps:
+                paths.add("max_steps")
+            elif n == 1:
+                paths.add("first")
+            else:
+                paths.add("middle")
     assert paths == {"first", "middle", "max_steps"}, f"halting paths covered: {sorted(paths)}"
 
 

@@ -29,7 +29,7 @@ def _sign_error(dy, cache):
 
 
 def _missing_term(dy, cache):
-    # A layer-norm backward that forgets the term through the variance.
+    # A layer-norm backward that leaves out the term through the variance.
     x_hat, inv_std, gamma = cache
     g = dy * gamma
     dx = inv_std * (g - g.mean(axis=-1, keepdims=True))

@@ -4,7 +4,7 @@ Two pairs build the layer. :func:`causal_attention_forward` is the core:
 scaled dot-product attention in which position t may only look at positions
 0..t. :func:`causal_self_attention_forward` wraps it with the query, key and
 value projections, the split into heads and the output projection.
-:class:`CausalSelfAttention` is the module that holds the weights.
+:class:`CausalSelfAttention` is the module that stores the weights.
 
 Shapes use B sequences, T positions, H heads and ``d_head = d_model / H``.
 

@@ -244,7 +244,7 @@ def log_softmax_backward(dy, cache: LogSoftmaxCache):
     2. Subtract ``p`` times that sum from ``dy``.
 
     Hint: :math:`\partial \log p_i / \partial z_j = \delta_{ij} - p_j`, and
-    ``cache.p`` holds :math:`p = \mathrm{softmax}(z)`.
+    ``cache.p`` is :math:`p = \mathrm{softmax}(z)`.
 
     Parameters
     ----------

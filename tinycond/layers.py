@@ -137,7 +137,7 @@ def mlp_backward(dy, cache: MlpCache):
     2. Back through the activation: ``da`` from ``dh``.
     3. Back through the first linear layer: ``dx``, ``dW1``, ``db1``.
 
-    Hint: each step is a backward you already wrote; ``cache`` holds one cache
+    Hint: each step is a backward you already wrote; ``cache`` contains one cache
     per forward step and ``act_backward`` is the activation's backward.
 
     Parameters

@@ -306,7 +306,7 @@ def act_backward(dy, cache: ActCache):
        active rows are step n's rows where ``halted`` is false, in the same
        order, so ``dstate[~halted] += dstate_from_next``.
     3. Through the tanh: ``dpre = dstate * (1 - s^2)``. Add ``dpre`` into
-       ``dx_proj[rows, t]``, an (N, T, d_hidden) array of zeros that holds
+       ``dx_proj[rows, t]``, an (N, T, d_hidden) array of zeros that stores
        the gradient on the input projection ``x_t W_x[:d_in] + b``. Add
        ``s^{n-1}.T @ dpre`` into ``dW_s`` and, at n = 1, ``dpre`` summed over
        rows into the flag row ``dW_x[d_in]``. Here :math:`s^{n-1}` is, for

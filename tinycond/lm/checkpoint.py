@@ -1,6 +1,6 @@
 r"""Save and load the tiny language model as a NumPy ``.npz`` file.
 
-The file holds one array per parameter (``param/<dotted name>``), the
+The file contains one array per parameter (``param/<dotted name>``), the
 configuration as a JSON string (``config``), the vocabulary's code points
 (``vocab``) and a format tag. Nothing is pickled, so :func:`load_checkpoint`
 opens it with ``np.load(allow_pickle=False)`` and a file from elsewhere cannot
